@@ -49,7 +49,8 @@ def format_event(caption: str, start_idx: int, end_idx: int, position: Literal["
         return f"{caption.rstrip('.')}, {span}."
     if position == "prefix":
         # lower-case the first word unless it looks like a name or an acronym ("USA", "I")
-        if len(caption) > 1 and caption[0].isupper() and caption[1].islower():
+        first_word = caption.split(maxsplit=1)[0] if caption else ""
+        if first_word not in ("", "I") and (len(first_word) == 1 or not first_word.isupper()):
             caption = caption[0].lower() + caption[1:]
         if caption and not caption.endswith((".", "!", "?")):
             caption += "."
