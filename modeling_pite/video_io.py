@@ -11,6 +11,7 @@ variable frame rate and for containers that do not report a frame count (MKV/Web
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Iterator
@@ -115,10 +116,17 @@ class _FrameTable:
         return int(self.keyframes[position]) if position >= 0 else 0
 
 
+class _SeekFailed(Exception):
+    """The demuxer cannot seek in this file; the caller falls back to decoding from the start."""
+
+
 def _decoded(container, stream, seek_pts: int | None) -> Iterator[tuple[int | None, av.VideoFrame | None]]:
     """Yield `(pts, frame)` from `seek_pts` on; a packet that fails to decode yields `(its pts, None)`."""
     if seek_pts is not None:
-        container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+        try:
+            container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError as error:
+            raise _SeekFailed from error
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
@@ -184,40 +192,53 @@ def sample_video(
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        table = _FrameTable.scan(container, stream)
+        if not len(table):
+            raise VideoDecodeError(path, "the video stream holds no frames")
+        fps, duration, codec = _fps(stream, table), _duration(container, stream, table), stream.codec_context.name
+        candidates = _segment(path, table, start, end)
+        indices = candidates[sample_frame_indices(len(candidates), num_frames)]
+        targets = np.unique(indices)
+        decoded = None
+        if table.exact and len(table.keyframes):
+            with contextlib.suppress(_SeekFailed):
+                decoded = _sample_by_pts(container, stream, table, targets, size)
+    if decoded is None:  # no usable timestamps or keyframe index: decode from the start and count frames
+        with _open(path) as container:
+            decoded = _sample_by_count(container, container.streams.video[0], targets, size)
+    frames_by_index, corrupt, converter = decoded
+    if not frames_by_index:
+        raise VideoDecodeError(path, "no frame could be decoded (corrupt or truncated file)")
+    frames = np.stack([frames_by_index[int(i)] for i in indices])
+    metadata = VideoMetadata(
+        path=str(path),
+        fps=fps,
+        duration=duration,
+        total_frames=len(table),
+        width=converter.display[1],
+        height=converter.display[0],
+        frame_indices=[int(i) for i in indices],
+        timestamps=[float(t) for t in table.seconds(indices)],
+        corrupt_frames=sorted(corrupt),
+        rotation=converter.rotation,
+        codec=codec,
+    )
+    return frames, metadata
+
+
+def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise VideoDecodeError(path, "file not found")
     try:
         container = av.open(str(path))
     except av.FFmpegError as error:
         raise VideoDecodeError(path, f"not a readable video file ({error})") from error
-    with container:
-        if not container.streams.video:
-            raise VideoDecodeError(path, "the file has no video stream")
-        stream = container.streams.video[0]
-        table = _FrameTable.scan(container, stream)
-        if not len(table):
-            raise VideoDecodeError(path, "the video stream holds no frames")
-        candidates = _segment(path, table, start, end)
-        indices = candidates[sample_frame_indices(len(candidates), num_frames)]
-        decoder = _sample_by_pts if table.exact else _sample_by_count
-        frames_by_index, corrupt, converter = decoder(container, stream, table, np.unique(indices), size)
-        if not frames_by_index:
-            raise VideoDecodeError(path, "no frame could be decoded (corrupt or truncated file)")
-        frames = np.stack([frames_by_index[int(i)] for i in indices])
-        metadata = VideoMetadata(
-            path=str(path),
-            fps=_fps(stream, table),
-            duration=_duration(container, stream, table),
-            total_frames=len(table),
-            width=converter.display[1],
-            height=converter.display[0],
-            frame_indices=[int(i) for i in indices],
-            timestamps=[float(t) for t in table.seconds(indices)],
-            corrupt_frames=sorted(corrupt),
-            rotation=converter.rotation,
-            codec=stream.codec_context.name,
-        )
-    return frames, metadata
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(path, "the file has no video stream")
+    return container
 
 
 def _segment(path: Path, table: _FrameTable, start: float | None, end: float | None) -> np.ndarray:
@@ -280,7 +301,7 @@ def _sample_by_pts(container, stream, table: _FrameTable, targets: np.ndarray, s
     return out, corrupt, converter
 
 
-def _sample_by_count(container, stream, table: _FrameTable, targets: np.ndarray, size):
+def _sample_by_count(container, stream, targets: np.ndarray, size):
     """Fallback for streams without usable timestamps: decode in order and count frames."""
     out: dict[int, np.ndarray] = {}
     wanted = {int(t) for t in targets}
