@@ -1,18 +1,30 @@
 """PiTe as transformers classes. Importing this package registers them with the Auto* factories."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoModelForMultimodalLM
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoModelForMultimodalLM, AutoProcessor
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # the top-level name needs torchvision
 
 from .configuration_pite import PiteConfig
 from .modeling_pite import PiteForConditionalGeneration, PiteModel, PitePreTrainedModel
+from .processing_pite import PiteProcessor
+from .video_processing_pite import PiteVideoProcessor
 
 # transformers' convention: AutoModel -> the base model (no heads); the generation classes -> the full model.
 AutoConfig.register("pite", PiteConfig)
 AutoModel.register(PiteConfig, PiteModel)
 AutoModelForImageTextToText.register(PiteConfig, PiteForConditionalGeneration)
 AutoModelForMultimodalLM.register(PiteConfig, PiteForConditionalGeneration)
+AutoVideoProcessor.register(PiteConfig, PiteVideoProcessor)
+AutoProcessor.register(PiteConfig, PiteProcessor)
 # saved checkpoints carry the code and an `auto_map`, so they load with trust_remote_code without this package
 PiteConfig.register_for_auto_class()
 PiteModel.register_for_auto_class("AutoModel")
 PiteForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
-__all__ = ["PiteConfig", "PiteForConditionalGeneration", "PiteModel", "PitePreTrainedModel"]
+__all__ = [
+    "PiteConfig",
+    "PiteForConditionalGeneration",
+    "PiteModel",
+    "PitePreTrainedModel",
+    "PiteProcessor",
+    "PiteVideoProcessor",
+]
