@@ -7,7 +7,10 @@ import importlib
 import sys
 
 # sub-command -> module that defines `add_subparser(subparsers)`; the sub-parser sets `func=...`.
-COMMAND_MODULES: dict[str, str] = {}
+COMMAND_MODULES: dict[str, str] = {
+    "evaluate": "modeling_pite.evaluation.cli",
+    "convert-original": "modeling_pite.conversion",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
