@@ -32,7 +32,7 @@ CHAT_TEMPLATE = (
     " | map(attribute='text') | join(' ') -%}"
     "{%- set messages = messages[1:] -%}"
     "{%- endif -%}"
-    "{{- ns.system -}}"
+    "{{- ns.system + ' ' -}}"
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
     "{%- else -%}{%- set parts = namespace(text='') -%}"
@@ -40,13 +40,13 @@ CHAT_TEMPLATE = (
     "{%- if block['type'] == 'video' -%}{%- set parts.text = parts.text + '<video>\\n' -%}"
     "{%- elif block['type'] == 'text' -%}{%- set parts.text = parts.text + block['text'] -%}{%- endif -%}"
     "{%- endfor -%}{%- set text = parts.text -%}{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{- ' USER: ' + text -}}"
-    "{%- elif message['role'] == 'assistant' -%}{{- ' ASSISTANT: ' -}}"
+    "{%- if message['role'] == 'user' -%}{{- 'USER: ' + text + ' ' -}}"
+    "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' -}}"
     "{%- generation -%}{{- text + eos_token -}}{%- endgeneration -%}"
     "{%- else -%}{{- raise_exception('Vicuna v1 knows the roles system, user and assistant, got ' + message['role']) -}}"
     "{%- endif -%}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- ' ASSISTANT:' -}}{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
 )
 
 
@@ -134,7 +134,7 @@ class PiteProcessor(ProcessorMixin):
         if isinstance(videos, _PrecomputedFeatures):
             features = {"video_features": _stack_or_list(list(videos))}
             return features, [self.video_token * len(f) for f in videos]
-        return super()._process_videos(videos, **kwargs)
+        return super()._process_videos(self.video_processor.make_video_list(videos), **kwargs)
 
     def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
         return self.video_token * len(video_inputs["pixel_values_videos"][video_idx])
