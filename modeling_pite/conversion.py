@@ -16,6 +16,7 @@ are done on state dicts (no peft, no second copy of the model), the video placeh
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -24,6 +25,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, GenerationConfig
+
+from .configuration_pite import PiteConfig
+from .hub import create_model_card
+from .modeling_pite import PiteForConditionalGeneration
+from .processing_pite import PiteProcessor
+from .video_processing_pite import PiteVideoProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -221,3 +229,158 @@ def merge_original_weights(release: OriginalRelease, dtype: torch.dtype = torch.
                 repeats, *[1] * (localization.dim() - 1)
             )
     return state_dict
+
+
+def rename_original_key(key: str) -> str | None:
+    """Original `PiTeLlamaForCausalLM` key -> `PiteForConditionalGeneration` key (None: not a weight)."""
+    if key.endswith("rotary_emb.inv_freq"):  # a buffer old Llama checkpoints stored; recomputed at load
+        return None
+    for original, renamed in _EXTRA_MODULE_KEYS.items():
+        if key.startswith(original):
+            return renamed + key[len(original) :]
+    if key.startswith("model."):
+        return "model.language_model." + key[len("model.") :]
+    return key  # lm_head.weight
+
+
+_EXTRA_MODULE_KEYS = {
+    "model.vision_adapter.": "model.visual_adapter.",
+    "model.localization_projector.": "localization_head.",
+    "model.trajectory_projector.": "trajectory_head.",
+}
+
+
+def _with_video_token(state_dict: dict[str, torch.Tensor], vocab_size: int) -> None:
+    """Grow the embeddings and `lm_head` to `vocab_size` rows, new rows = mean of the old ones."""
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        weight = state_dict[key]
+        missing = vocab_size - weight.shape[0]
+        if missing > 0:
+            mean = weight.float().mean(dim=0, keepdim=True).to(weight.dtype)
+            state_dict[key] = torch.cat([weight, mean.expand(missing, -1)])
+
+
+def _video_processor(clip_model: Path, num_frames: int) -> PiteVideoProcessor:
+    """CLIP's own preprocessing (from its `preprocessor_config.json`) applied to every sampled frame."""
+    config_path = clip_model / "preprocessor_config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{clip_model}: no preprocessor_config.json (CLIP's image preprocessing)")
+    clip = json.loads(config_path.read_text())
+    keys = ("size", "crop_size", "image_mean", "image_std", "do_center_crop", "do_normalize", "do_resize", "resample")
+    return PiteVideoProcessor(num_frames=num_frames, **{key: clip[key] for key in keys if key in clip})
+
+
+def convert_original(
+    release: OriginalRelease,
+    output_dir: str | Path,
+    *,
+    dtype: torch.dtype = torch.float16,
+    model_name: str | None = None,
+    max_shard_size: str = "5GB",
+) -> Path:
+    """Merge the release into one PiTe checkpoint in `output_dir` (weights, configs, processor, model card)."""
+    output_dir = Path(output_dir)
+    state_dict = merge_original_weights(release, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(release.base_model, extra_special_tokens={"video_token": VIDEO_TOKEN})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token  # Vicuna has no pad token; LLaVA-style code pads with <unk>
+    _with_video_token(state_dict, len(tokenizer))
+
+    text_config = AutoConfig.from_pretrained(release.base_model)
+    text_config.vocab_size = state_dict["model.embed_tokens.weight"].shape[0]
+    text_config.pad_token_id = tokenizer.pad_token_id
+    vision_config = CLIPVisionConfig.from_pretrained(release.clip_model)
+    config = PiteConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        vision_feature_dim=state_dict["model.vision_adapter.weight"].shape[1],
+        num_frames=ORIGINAL_NUM_FRAMES,
+        num_trajectory_points=ORIGINAL_NUM_POINTS,
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+    )
+    config.dtype = dtype
+
+    renamed = {}
+    for key, value in state_dict.items():
+        new_key = rename_original_key(key)
+        if new_key is not None:
+            renamed[new_key] = value
+    clip_weights = load_pretrained_weights(release.clip_model)
+    for key, value in clip_weights.items():
+        if key.startswith(("vision_model.", "visual_projection.")):  # a full CLIPModel also has the text tower
+            renamed[f"model.vision_tower.{key}"] = value.to(dtype)
+    with torch.device("meta"):
+        model = PiteForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(renamed, strict=False, assign=True)
+    if missing or unexpected:
+        raise ValueError(f"the merged weights do not fit PiTe: missing {missing}, unexpected {unexpected}")
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        # the original inference script's decoding
+        do_sample=True,
+        temperature=0.05,
+        num_beams=1,
+        max_new_tokens=1024,
+        suppress_tokens=[config.video_token_id],
+    )
+    processor = PiteProcessor(
+        video_processor=_video_processor(release.clip_model, ORIGINAL_NUM_FRAMES), tokenizer=tokenizer
+    )
+    model.save_pretrained(output_dir, max_shard_size=max_shard_size)
+    processor.save_pretrained(output_dir)
+    create_model_card(
+        model_name or output_dir.name,
+        base_model=[_hub_id(release.base_model.name), _hub_id(release.clip_model.name)],
+        description="Converted from the authors' LoRA release with `pite convert-original` "
+        f"(stages applied in order: {', '.join(stage.name for stage in release.stages)}).",
+    ).save(output_dir / "README.md")
+    return output_dir
+
+
+def _hub_id(folder_name: str) -> str:
+    """The Hub id of a base model folder named like its repository (`vicuna-7b-v1.5` -> `lmsys/vicuna-7b-v1.5`)."""
+    for prefix, owner in (("vicuna-", "lmsys"), ("clip-vit-", "openai")):
+        if folder_name.startswith(prefix):
+            return f"{owner}/{folder_name}"
+    return folder_name
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert-original",
+        help="merge the authors' LoRA stage folders into one PiTe checkpoint",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--checkpoint-dir", type=Path, help="folder with the original inference.py layout")
+    parser.add_argument("--model-scale", default="7b", choices=["7b", "13b"])
+    parser.add_argument("--base", type=Path, help="Vicuna v1.5 folder (overrides --checkpoint-dir)")
+    parser.add_argument("--clip", type=Path, help="CLIP ViT-L/14 folder (overrides --checkpoint-dir)")
+    parser.add_argument("--stages", type=Path, nargs="+", help="stage folders in order (overrides --checkpoint-dir)")
+    parser.add_argument("--vision-adapter", type=Path, help="vision_adapter.bin (default: stage 2's, else stage 1's)")
+    parser.add_argument("--output", type=Path, required=True, help="folder to write the converted checkpoint to")
+    parser.add_argument("--dtype", default="float16", choices=sorted(_DTYPES))
+    parser.add_argument("--model-name", help="title of the model card (default: the output folder's name)")
+    parser.add_argument("--max-shard-size", default="5GB")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.checkpoint_dir is not None:
+        release = OriginalRelease.from_checkpoint_dir(args.checkpoint_dir, args.model_scale)
+        base, clip, stages = (
+            args.base or release.base_model,
+            args.clip or release.clip_model,
+            args.stages or release.stages,
+        )
+    elif args.base and args.clip and args.stages:
+        base, clip, stages = args.base, args.clip, args.stages
+    else:
+        raise SystemExit("pass --checkpoint-dir, or all of --base, --clip and --stages")
+    release = OriginalRelease(base, clip, stages, args.vision_adapter)
+    output = convert_original(
+        release, args.output, dtype=_DTYPES[args.dtype], model_name=args.model_name, max_shard_size=args.max_shard_size
+    )
+    print(f"converted checkpoint written to {output}")
+    return 0

@@ -19,9 +19,12 @@ from transformers import (
 from modeling_pite.conversion import (
     LoraStage,
     OriginalRelease,
+    convert_original,
     merge_original_weights,
     normalize_non_lora_keys,
 )
+from modeling_pite.modeling_pite import PiteForConditionalGeneration
+from modeling_pite.processing_pite import PiteProcessor
 
 HIDDEN, FEATURE_DIM, TRAJECTORY_OUT = 32, 16, 3 * 100 * 2
 WORDS = "a chat between curious user and an artificial intelligence assistant . the gives helpful , detailed polite"
@@ -197,3 +200,78 @@ def test_missing_pieces_are_named(tmp_path, release, caplog):
     with caplog.at_level(logging.WARNING):
         merge_original_weights(OriginalRelease(release.base_model, release.clip_model, [*release.stages, bad_stage]))
     assert "model.unknown_head.weight is not a weight of the model" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def converted(release, tmp_path_factory):
+    return convert_original(release, tmp_path_factory.mktemp("converted") / "pite-7b", dtype=torch.float32)
+
+
+def test_converted_logits_equal_the_original_model(release, reference, converted):
+    model = PiteForConditionalGeneration.from_pretrained(converted, dtype=torch.float32).eval()
+    processor = PiteProcessor.from_pretrained(converted)
+    tokenizer = processor.tokenizer
+    num_frames = model.config.num_frames
+    before = tokenizer("a chat between curious user and an artificial intelligence assistant . USER:").input_ids
+    after = tokenizer("what is the red circle doing ? ASSISTANT:").input_ids
+    video_ids = [model.config.video_token_id] * num_frames
+    pixel_values = torch.randn(1, num_frames, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        output = model(input_ids=torch.tensor([before + video_ids + after]), pixel_values_videos=pixel_values)
+        clip = CLIPVisionModelWithProjection.from_pretrained(release.clip_model).eval()
+        features = reference.model.vision_adapter(clip(pixel_values=pixel_values[0]).image_embeds)
+        embed = reference.model.embed_tokens
+        inputs_embeds = torch.cat([embed(torch.tensor(before)), features, embed(torch.tensor(after))])[None]
+        hidden = reference.model(inputs_embeds=inputs_embeds).last_hidden_state
+        expected_logits = reference.lm_head(hidden)
+    vocab_size = expected_logits.shape[-1]
+    assert output.logits.shape[-1] == vocab_size + 1  # `<video>` was appended
+    torch.testing.assert_close(output.logits[..., :vocab_size], expected_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(output.localizations, reference.model.localization_projector(hidden), rtol=0, atol=1e-5)
+    expected_trajectories = reference.model.trajectory_projector(hidden).view(1, -1, 3, num_frames, 2)
+    torch.testing.assert_close(output.trajectories, expected_trajectories, rtol=0, atol=1e-5)
+
+
+def test_converted_folder_is_complete(converted):
+    names = {path.name for path in converted.iterdir()}
+    assert {
+        "config.json",
+        "generation_config.json",
+        "README.md",
+        "processor_config.json",
+        "chat_template.jinja",
+    } <= names
+    assert any(name.endswith(".safetensors") for name in names)
+    processor = PiteProcessor.from_pretrained(converted)
+    config = json.loads((converted / "config.json").read_text())
+    assert processor.video_token_id == config["video_token_id"] == len(processor.tokenizer) - 1
+    assert processor.video_processor.num_frames == config["num_frames"] == 100
+    assert processor.video_processor.crop_size["height"] == 32  # CLIP's preprocessing carried over
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what ?"}]}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert prompt.endswith("USER: <video>\nwhat ? ASSISTANT:")
+    assert "Stage 2: pixel-temporal alignment" in (converted / "README.md").read_text()
+
+
+def test_convert_original_command(release, tmp_path):
+    from modeling_pite.cli import main
+
+    root = release.base_model.parent
+    assert (
+        main(
+            [
+                "convert-original",
+                "--checkpoint-dir",
+                str(root),
+                "--output",
+                str(tmp_path / "out"),
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "out" / "config.json").is_file()
