@@ -111,3 +111,117 @@ def test_bad_items_are_skipped_reported_and_retried(tmp_path):
 
     with pytest.raises(RuntimeError, match="all 2 items failed.*wrong video folder"):
         run_generation(items[:2], broken, tmp_path / "q.jsonl", progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_pite(tmp_path_factory, tiny_tokenizer):
+    """A tiny random PiTe checkpoint + processor saved to a folder, as `pite evaluate --model` expects."""
+    import torch
+
+    from modeling_pite.configuration_pite import PiteConfig
+    from modeling_pite.modeling_pite import PiteForConditionalGeneration
+    from modeling_pite.processing_pite import PiteProcessor
+    from modeling_pite.video_processing_pite import PiteVideoProcessor
+
+    torch.manual_seed(0)
+    config = PiteConfig.from_preset("tiny", video_token_id=tiny_tokenizer.convert_tokens_to_ids("<video>"))
+    path = tmp_path_factory.mktemp("tiny_pite")
+    PiteForConditionalGeneration(config).save_pretrained(path)
+    video_processor = PiteVideoProcessor(
+        num_frames=config.num_frames, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    PiteProcessor(video_processor, tiny_tokenizer).save_pretrained(path)
+    return path, config
+
+
+def _features(folder, config, video_ids):
+    import numpy as np
+
+    folder.mkdir()
+    for i, vid in enumerate(video_ids):
+        rng = np.random.default_rng(i)
+        np.save(
+            folder / f"{vid}.npy", rng.standard_normal((config.num_frames, config.vision_feature_dim), dtype="float32")
+        )
+    return folder
+
+
+def _comparable(report):
+    return {k: v for k, v in report.items() if k not in ("predictions_file",)}
+
+
+def test_interrupted_evaluate_resumes_to_the_same_report(tmp_path, activitynet, tiny_pite, monkeypatch):
+    from modeling_pite.evaluation.runner import PiteGenerator
+
+    model_dir, config = tiny_pite
+    features = _features(tmp_path / "features", config, ANNOTATIONS)
+    args = ["evaluate", "--task", "grounding", "--annotations", str(activitynet), "--model", str(model_dir), "--features", str(features), "--batch-size", "2", "--max-new-tokens", "6", "--no-progress"]  # fmt: skip
+    main([*args, "--output-dir", str(tmp_path / "once")])
+    once = json.loads((tmp_path / "once" / "report.json").read_text())
+
+    real_call, batches = PiteGenerator.__call__, []
+
+    def crash_after_first_batch(self, items):
+        batches.append([item.item_id for item in items])
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        return real_call(self, items)
+
+    monkeypatch.setattr(PiteGenerator, "__call__", crash_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--output-dir", str(tmp_path / "twice")])
+    assert not (tmp_path / "twice" / "report.json").exists()
+    with open(tmp_path / "twice" / "predictions.jsonl", "a") as f:
+        f.write('{"id": "v_b#0", "out')  # and the crash tore a line
+    main([*args, "--output-dir", str(tmp_path / "twice")])
+    assert batches == [["v_a#0", "v_a#1"], ["v_b#0"], ["v_b#0"]]  # the rerun asked only for what was missing
+    twice = json.loads((tmp_path / "twice" / "report.json").read_text())
+    assert _comparable(twice) == _comparable(once)
+    assert load_answers(tmp_path / "twice" / "predictions.jsonl") == load_answers(tmp_path / "once" / "predictions.jsonl")  # fmt: skip
+
+
+def test_evaluate_from_video_files_charades(tmp_path, tiny_pite):
+    import numpy as np
+
+    from processing.video_writer import write_video
+
+    model_dir, _ = tiny_pite
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    write_video(videos / "AB12.mp4", rng.integers(0, 255, (20, 48, 64, 3), dtype=np.uint8), fps=10.0)
+    sta = tmp_path / "charades_sta_test.txt"
+    sta.write_text("AB12 0.0 1.0##a person opens a door.\nAB12 1.0 2.0##a person sits.\nMISSING 0 1##gone.\n")
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="MISSING"):  # durations come from the files, one is absent
+        main(["evaluate", "--task", "grounding", "--annotations", str(sta), "--model", str(model_dir), "--videos", str(videos), "--output-dir", str(out), "--no-progress"])  # fmt: skip
+    sta.write_text("AB12 0.0 1.0##a person opens a door.\nAB12 1.0 2.0##a person sits.\n")
+    main(["evaluate", "--task", "grounding", "--annotations", str(sta), "--model", str(model_dir), "--videos", str(videos), "--output-dir", str(out), "--batch-size", "2", "--max-new-tokens", "4", "--no-progress"])  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_items"] == 2 and report["failed"] == 0
+    assert [r["id"] for r in read_jsonl(out / "predictions.jsonl")] == ["AB12#0", "AB12#1"]
+
+
+@pytest.mark.slow
+def test_dense_captioning_from_raw_answers(tmp_path, activitynet):
+    answers = {
+        "v_a": '[{"event": "A dog runs.", "timestamps": "from 00 to 49"}, {"event": "It sits.", "timestamps": "from 50 to 99"}]',
+        "v_b": "I don't know.",
+    }
+    (tmp_path / "answers.json").write_text(json.dumps(answers))
+    out = tmp_path / "out"
+    main(["evaluate", "--task", "dense-captioning", "--annotations", str(activitynet), "--predictions", str(tmp_path / "answers.json"), "--output-dir", str(out), "--no-progress"])  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    submission = json.loads((out / "submission.json").read_text())["results"]
+    assert submission["v_a"] == [
+        {"sentence": "A dog runs.", "timestamp": [0.0, 25.0]},
+        {"sentence": "It sits.", "timestamp": [25.0, 50.0]},
+    ]
+    assert submission["v_b"] == [] and report["empty_videos"] == 1
+    # v_a is perfect (METEOR 1 at every tIoU, SODA_c 1), v_b scores 0: the means are one half
+    assert report["meteor"] == pytest.approx(50.0) and report["soda_c"] == pytest.approx(50.0, abs=1e-4)
+    # densevid's submission format scores the same
+    (tmp_path / "sub.json").write_text(json.dumps({"version": "VERSION 1.0", "results": submission}))
+    main(["evaluate", "--task", "dense-captioning", "--annotations", str(activitynet), "--predictions", str(tmp_path / "sub.json"), "--output-dir", str(tmp_path / "out2"), "--no-progress"])  # fmt: skip
+    again = json.loads((tmp_path / "out2" / "report.json").read_text())
+    assert again["meteor"] == report["meteor"] and again["cider"] == report["cider"]
