@@ -212,23 +212,24 @@ class PiteModel(PitePreTrainedModel):
         elif video_features is not None:
             mm_encoder_outputs["video"] = self.adapt_video_features(video_features)
 
-        video_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
-        num_placeholders = int(video_mask.sum())
+        # the placeholders are counted (a host sync) only where there is a video to place or a missing one to report
         video_outputs = mm_encoder_outputs.get("video")
         if video_outputs is not None:
+            video_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
             tokens = video_outputs.pooler_output
-            if num_placeholders != tokens.shape[0] * tokens.shape[1]:
+            expected, got = tokens.shape[0] * tokens.shape[1], int(video_mask.sum())
+            if got != expected:
                 raise ValueError(
-                    f"input_ids: expected {tokens.shape[0] * tokens.shape[1]} <video> tokens (token id "
-                    f"{self.config.video_token_id}) for {tokens.shape[0]} video(s) x {tokens.shape[1]} frame(s), "
-                    f"got {num_placeholders}"
+                    f"input_ids: expected {expected} <video> tokens (id {self.config.video_token_id}) for "
+                    f"{tokens.shape[0]} video(s) x {tokens.shape[1]} frame(s), got {got}"
                 )
             mask = video_mask.unsqueeze(-1).expand_as(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(mask, tokens.to(inputs_embeds.device, inputs_embeds.dtype))
-        elif num_placeholders and (cache is None or cache.get_seq_length() == 0):
+        elif (cache is None or cache.get_seq_length() == 0) and (
+            got := int(self.get_placeholder_mask(input_ids, inputs_embeds).sum())
+        ):
             raise ValueError(
-                f"input_ids: got {num_placeholders} <video> tokens but neither pixel_values_videos nor "
-                "video_features to fill them"
+                f"input_ids: got {got} <video> tokens but neither pixel_values_videos nor video_features to fill them"
             )
 
         outputs = self.language_model(
@@ -319,7 +320,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel, GenerationMixin):
             count = shift_targets.numel()
         if num_items is not None:
             return total / num_items
-        mean = total / max(count, 1)
+        mean = total / torch.as_tensor(count, device=total.device).clamp(min=1)
         if num_items_in_batch is not None and labels is not None:
             local_label_tokens = (labels[:, 1:] != -100).sum().to(mean.device)
             mean = mean * local_label_tokens / num_items_in_batch
@@ -381,7 +382,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel, GenerationMixin):
         trajectories = self._trajectories(kept)
 
         num_items_in_batch = kwargs.get("num_items_in_batch")
-        loss = lm_loss = localization_loss = trajectory_loss = None
+        lm_loss = localization_loss = trajectory_loss = None
         if labels is not None:
             lm_loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
@@ -396,10 +397,10 @@ class PiteForConditionalGeneration(PitePreTrainedModel, GenerationMixin):
                 self.trajectory_head, hidden_states, trajectory_targets, labels,
                 num_trajectory_items_in_batch, num_items_in_batch,
             )  # fmt: skip
-        terms = [lm_loss] + [self.config.coord_loss_weight * term for term in (localization_loss, trajectory_loss) if term is not None]  # fmt: skip
-        terms = [term for term in terms if term is not None]
-        if terms:
-            loss = sum(terms[1:], terms[0])
+        weight = self.config.coord_loss_weight
+        scaled = [term * scale for term, scale in ((lm_loss, 1.0), (localization_loss, weight), (trajectory_loss, weight))
+                  if term is not None]  # fmt: skip
+        loss = torch.stack(scaled).sum() if scaled else None
 
         return PiteCausalLMOutputWithPast(
             loss=loss,
