@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES: dict[str, str] = {
     "evaluate": "modeling_pite.evaluation.cli",
     "convert-original": "modeling_pite.conversion",
+    "extract-features": "modeling_pite.feature_extraction",
 }
 
 
