@@ -399,3 +399,43 @@ def test_attention_backend_is_chosen_without_asking(monkeypatch, tmp_path):
     eager = PiteForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="eager")
     assert eager.model.language_model.config._attn_implementation == "eager"
     assert eager.model.vision_tower.config._attn_implementation == "eager"
+
+
+def test_unset_attention_goes_to_the_machine_default_and_an_explicit_choice_wins(monkeypatch):
+    # stand-in for a GPU machine's "flash_attention_2", which cannot be built on CPU
+    monkeypatch.setattr(modeling, "default_attn_implementation", lambda: "eager")
+    model = tiny_model()
+    assert model.config._attn_implementation == "eager"
+    assert model.model.language_model.config._attn_implementation == "eager"
+    assert model.model.vision_tower.config._attn_implementation == "eager"
+    config = tiny_config()
+    config._attn_implementation = "sdpa"
+    assert PiteForConditionalGeneration(config).model.language_model.config._attn_implementation == "sdpa"
+
+
+def test_any_decoder_works_as_the_language_model():
+    vision = tiny_config().vision_config.to_dict()
+    text = {"model_type": "qwen2", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
+    config = PiteConfig(vision_config=vision, text_config=text, vision_feature_dim=24, num_frames=FRAMES,
+                        video_token_id=VIDEO)  # fmt: skip
+    model = PiteForConditionalGeneration(config).eval()
+    assert type(model.model.language_model).__name__ == "Qwen2Model"
+    inputs = video_batch(batch_size=1)
+    assert model(**inputs).trajectories.shape == (1, inputs["input_ids"].shape[1], 3, FRAMES, 2)
+    assert torch.equal(
+        model.generate(**inputs, max_new_tokens=4, do_sample=False),
+        model.generate(**inputs, max_new_tokens=4, do_sample=False, use_cache=False),
+    )
+
+
+def test_cached_step_matches_the_full_forward():
+    model = tiny_model()
+    inputs = video_batch(batch_size=1)
+    with torch.no_grad():
+        full = model(input_ids=torch.cat([inputs["input_ids"], torch.tensor([[77]])], 1),
+                     pixel_values_videos=inputs["pixel_values_videos"])  # fmt: skip
+        prefix = model(**inputs, use_cache=True)
+        step = model(input_ids=torch.tensor([[77]]), cache=prefix.cache)
+    torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1])
+    torch.testing.assert_close(step.trajectories[:, -1], full.trajectories[:, -1])
