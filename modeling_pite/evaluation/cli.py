@@ -217,7 +217,7 @@ def _evaluate_grounding(args: argparse.Namespace) -> dict:
 
 
 def _evaluate_dense_captioning(args: argparse.Namespace) -> dict:
-    from .caption_metrics import CaptionScorer
+    from .caption_metrics import CaptionScorer, require_java
     from .dense_captioning import (
         DENSE_CAPTIONING_PROMPT,
         dense_captions_from_text,
@@ -225,6 +225,7 @@ def _evaluate_dense_captioning(args: argparse.Namespace) -> dict:
         load_densevid_submission,
     )
 
+    require_java()  # fail before a long model run, not after it
     references = _reference_videos(args)
     errors = {}
     submission = None
