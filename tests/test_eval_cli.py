@@ -200,6 +200,13 @@ def test_evaluate_from_video_files_charades(tmp_path, tiny_pite):
     report = json.loads((out / "report.json").read_text())
     assert report["num_items"] == 2 and report["failed"] == 0
     assert [r["id"] for r in read_jsonl(out / "predictions.jsonl")] == ["AB12#0", "AB12#1"]
+    # the same from a `pite extract-features` cache (VideoFeatureStore)
+    from modeling_pite.feature_extraction import extract_features
+
+    extract_features(model_dir, videos, tmp_path / "store", device="cpu")
+    (tmp_path / "durations.json").write_text(json.dumps({"AB12": 2.0}))
+    main(["evaluate", "--task", "grounding", "--annotations", str(sta), "--durations", str(tmp_path / "durations.json"), "--model", str(model_dir), "--features", str(tmp_path / "store"), "--output-dir", str(tmp_path / "out2"), "--max-new-tokens", "4", "--no-progress"])  # fmt: skip
+    assert json.loads((tmp_path / "out2" / "report.json").read_text())["failed"] == 0
 
 
 @pytest.mark.slow

@@ -136,24 +136,32 @@ def _load_model(args: argparse.Namespace):
 
 
 def _feature_loader(folder: str | Path):
-    """`video_id -> [F, D]` tensor from `{folder}/{video_id}.safetensors` (one tensor) or `.npy` (VTimeLLM's cache)."""
+    """`video_id -> [F, D]` features: a `pite extract-features` cache (`VideoFeatureStore`, has `index.json`),
+    else per-video files `{folder}/{video_id}.npy` (VTimeLLM's cache layout) or `.safetensors`."""
     import numpy as np
     import torch
 
+    from ..feature_extraction import INDEX_NAME, VideoFeatureStore
+
+    store = VideoFeatureStore(folder) if (Path(folder) / INDEX_NAME).is_file() else None
+
     def load(video_id: str):
-        for name in (video_id, video_id[2:] if video_id.startswith("v_") else None):
-            if name is None:
+        names = [video_id] + ([video_id[2:]] if video_id.startswith("v_") else [])
+        for name in names:
+            if store is not None:
+                if name in store:
+                    return store[name]
                 continue
+            path = Path(folder) / f"{name}.npy"
+            if path.is_file():
+                return torch.from_numpy(np.load(path, allow_pickle=False))
             path = Path(folder) / f"{name}.safetensors"
             if path.is_file():
                 from safetensors.torch import load_file
 
                 tensors = load_file(path)
                 return tensors.get("video_features", next(iter(tensors.values())))
-            path = Path(folder) / f"{name}.npy"
-            if path.is_file():
-                return torch.from_numpy(np.load(path, allow_pickle=False))
-        raise FileNotFoundError(f"no cached features for {video_id!r} in {folder} (.safetensors or .npy)")
+        raise FileNotFoundError(f"no cached features for {video_id!r} in {folder}")
 
     return load
 
