@@ -38,18 +38,21 @@ AUTO_MAP = {
 NO_TARGET = -1.0
 
 
-@dataclass
-class PiteModelOutputWithPast(MultimodalBaseModelOutputWithPast):
-    r"""`PiteModel`'s output. `video_outputs.pooler_output` holds the adapter outputs `[Bv, F, hidden]` and
-    `video_outputs.last_hidden_state` the frame features `[Bv, F, vision_feature_dim]` they came from."""
-
+class _VideoHiddenStates:
     @property
     def video_hidden_states(self) -> torch.Tensor | None:
+        """The adapter outputs that replaced the `<video>` tokens, `[Bv, F, hidden_size]`."""
         return None if self.video_outputs is None else self.video_outputs.pooler_output
 
 
 @dataclass
-class PiteCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
+class PiteModelOutputWithPast(_VideoHiddenStates, MultimodalBaseModelOutputWithPast):
+    r"""`PiteModel`'s output. `video_outputs.pooler_output` holds the adapter outputs `[Bv, F, hidden]` and
+    `video_outputs.last_hidden_state` the frame features `[Bv, F, vision_feature_dim]` they came from."""
+
+
+@dataclass
+class PiteCausalLMOutputWithPast(_VideoHiddenStates, MultimodalCausalLMOutputWithPast):
     r"""`PiteForConditionalGeneration`'s output.
 
     loss (`torch.FloatTensor` of shape `()`, *optional*):
@@ -69,10 +72,6 @@ class PiteCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     localizations: torch.FloatTensor | None = None
     trajectories: torch.FloatTensor | None = None
 
-    @property
-    def video_hidden_states(self) -> torch.Tensor | None:
-        return None if self.video_outputs is None else self.video_outputs.pooler_output
-
 
 def default_attn_implementation() -> str:
     """flash-attention 2 where it can run (CUDA + the `flash_attn` package), else SDPA."""
@@ -91,6 +90,8 @@ def count_coordinate_items(targets: torch.Tensor, masked: bool) -> torch.Tensor:
 
 
 class PitePreTrainedModel(PreTrainedModel):
+    """Shared flags and hooks: attention backend chosen per machine, `auto_map` for trust_remote_code."""
+
     config: PiteConfig
     base_model_prefix = "model"
     input_modalities = ("video", "text")
