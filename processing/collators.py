@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -74,9 +75,11 @@ class PiteDataCollator:
             stage trains (1: localization, 2: trajectory, 3: none). Given for every batch, so a batch without
             grounded words still yields (all -1) targets and the loss has the same terms on every process.
         num_trajectory_points (`int`): P, the shape of empty trajectory targets.
-        feature_store: optional cache of CLIP features (`feature_store.get(path)` -> `[F, D]` tensor or None,
-            `modeling_pite.feature_extraction`); when given, videos are never decoded and a video without
-            cached features is skipped.
+        feature_store: optional cache of CLIP features, a mapping video id -> `[F, D]` tensor such as
+            `modeling_pite.feature_extraction.VideoFeatureStore`; when given, videos are never decoded and a
+            video without cached features is skipped. A video's id is its path relative to `video_root`
+            without the suffix (how `pite extract-features` names a folder's videos), else its file stem.
+        video_root (`str`, *optional*): the folder the feature cache was extracted from.
         max_length (`int`, *optional*): truncate longer sequences (never inside the video tokens: such a
             record is skipped).
     """
@@ -84,7 +87,8 @@ class PiteDataCollator:
     processor: Any
     coordinate_targets: Literal["localization", "trajectory"] | None = None
     num_trajectory_points: int = 3
-    feature_store: Any = None
+    feature_store: Mapping[str, torch.Tensor] | None = None
+    video_root: str | None = None
     max_length: int | None = None
     num_skipped: int = field(default=0, init=False)
 
@@ -189,9 +193,10 @@ class PiteDataCollator:
         """
         path, is_image = record["video"], record["media"] == "image"
         if self.feature_store is not None:
-            features = self.feature_store.get(path)
-            if features is None:
+            key = next((key for key in _feature_keys(path, self.video_root) if key in self.feature_store), None)
+            if key is None:
                 raise _SkipRecord("no cached features for this video")
+            features = self.feature_store[key]
             return features.expand(self.num_frames, -1) if is_image and still_video else features
         if not is_image:
             return path
@@ -230,6 +235,13 @@ def _turn_span(item: dict, turn_starts: list[int]) -> tuple[int, int]:
     start = turn_starts[item["turn"]]
     begin, end = item["char_span"]
     return start + begin, start + end
+
+
+def _feature_keys(path: str, video_root: str | None) -> list[str]:
+    keys = []
+    if video_root is not None and Path(path).is_relative_to(video_root):
+        keys.append(str(Path(path).relative_to(video_root).with_suffix("")))
+    return [*keys, Path(path).stem]
 
 
 def _visual_key(feature_store: Any) -> str:

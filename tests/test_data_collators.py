@@ -126,12 +126,11 @@ def test_missing_video_is_skipped_with_a_warning_and_counted(processor, trajecto
 
 
 def test_cached_features_replace_pixels(processor, trajectory_data):
-    features = {trajectory_data[0]["video"]: torch.randn(NUM_FRAMES, 24)}
-    store = type("Store", (), {"get": lambda self, path: features.get(path)})()
+    store = {"a": torch.randn(NUM_FRAMES, 24)}  # ids as `pite extract-features` writes them: path without suffix
     collator = PiteDataCollator(processor, coordinate_targets="trajectory", feature_store=store)
     batch = collator([trajectory_data[0], trajectory_data[1]])  # the second has no cached features
     assert "pixel_values_videos" not in batch
-    torch.testing.assert_close(batch["video_features"][0], features[trajectory_data[0]["video"]])
+    torch.testing.assert_close(batch["video_features"][0], store["a"])
     assert batch["video_features"].shape[0] == 1 and int(batch["num_skipped_videos"]) == 1
 
 
