@@ -280,5 +280,5 @@ def load_world(output_dir: str | Path) -> WorldManifest:
         images,
         splits["train"],
         splits["test"],
-        {name: output_dir / relative for name, relative in files.items()},
+        {**{name: output_dir / relative for name, relative in files.items()}, "world": path},
     )

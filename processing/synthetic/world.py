@@ -41,7 +41,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 # Texture cell brightness levels: high contrast for the tracker, same hue for the colour name.
-_TEXTURE_LEVELS = np.array([0.3, 0.55, 0.8, 1.0])
+_TEXTURE_LEVELS = np.array([0.4, 0.6, 0.8, 1.0])
 # Times are compared with this slack so that frame times computed as k / fps land on the right side.
 _TIME_EPS = 1e-6
 
