@@ -1,0 +1,327 @@
+"""PiteTrainer and the LoRA stage chain, in process on a tiny random PiTe (fast) and through accelerate (slow)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+
+from modeling_pite import PiteConfig, PiteForConditionalGeneration, PiteProcessor, PiteVideoProcessor
+from modeling_pite.stages import StageArguments, merge_adapter, prepare_stage_model, save_stage
+from modeling_pite.trainer_pite import PiteTrainer, PiteTrainingArguments
+from processing.collators import PiteDataCollator
+from processing.stage_data import load_stage_dataset
+from processing.video_writer import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_FRAMES = PiteConfig.from_preset("tiny").num_frames
+STAGE_FILES = {1: "ln.jsonl", 2: "trajectories.jsonl", 3: "instructions.json"}
+
+
+def write_stage_data(folder: Path, num_records: int = 2) -> Path:
+    """Tiny data of all three stages in their public formats; answers differ in length on purpose."""
+    rng = np.random.default_rng(0)
+    captions = ["the red circle moves to the left.", "a blue square appears from the right and moves up."]
+    answers = ["red", "the shape is a blue square moving up."]
+    ln, trajectories, instructions = [], [], []
+    for i in range(num_records):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+        write_video(folder / f"v{i}.mp4", [np.full((32, 32, 3), (60 * i + 9 * j) % 255, np.uint8) for j in range(12)])
+        caption = captions[i % 2]
+        words = caption.rstrip(".").split()
+        ln.append(
+            {
+                "image_id": f"img{i}",
+                "image": f"img{i}.png",
+                "caption": caption,
+                "timed_caption": [
+                    {"utterance": " ".join(words[k : k + 2]), "start_time": k, "end_time": k + 1}
+                    for k in range(0, len(words), 2)
+                ],
+                "traces": [
+                    [{"x": float(rng.uniform()), "y": float(rng.uniform()), "t": k + 0.5} for k in range(len(words))]
+                ],
+            }
+        )
+        phrase = caption.split(" moves")[0].split(" appears")[0]
+        trajectories.append(
+            {
+                "id": f"v{i}",
+                "video": f"v{i}.mp4",
+                "duration": 1.2,
+                "events": [
+                    {
+                        "caption": caption,
+                        "start": 0.1,
+                        "end": 0.9,
+                        "phrases": [
+                            {
+                                "text": phrase,
+                                "char_span": [0, len(phrase)],
+                                "trajectory": rng.uniform(size=(3, NUM_FRAMES, 2)).round(3).tolist(),
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+        instructions.append(
+            {
+                "id": f"v{i}",
+                "video": f"v{i}.mp4",
+                "conversations": [
+                    {"from": "human", "value": "<video>\nWhat color is the shape?"},
+                    {"from": "gpt", "value": answers[i % 2]},
+                ],
+            }
+        )
+    (folder / STAGE_FILES[1]).write_text("".join(json.dumps(r) + "\n" for r in ln))
+    (folder / STAGE_FILES[2]).write_text("".join(json.dumps(r) + "\n" for r in trajectories))
+    (folder / STAGE_FILES[3]).write_text(json.dumps(instructions))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_stage_data(tmp_path_factory.mktemp("stages"))
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_tokenizer):
+    video_processor = PiteVideoProcessor(
+        num_frames=NUM_FRAMES, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    return PiteProcessor(video_processor=video_processor, tokenizer=tiny_tokenizer)
+
+
+def stage_data(data_dir, stage):
+    kwargs = {2: {"num_frames": NUM_FRAMES}}.get(stage, {})
+    return load_stage_dataset(stage, [data_dir / STAGE_FILES[stage]], **kwargs)
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return PiteForConditionalGeneration(PiteConfig.from_preset("tiny", **overrides))
+
+
+class GradientGrabber(TrainerCallback):
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.gradients = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def make_trainer(tmp_path, processor, dataset, stage, callbacks=(), model=None, **training):
+    stage_args = StageArguments(stage=stage, lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    model = prepare_stage_model(model if model is not None else tiny_model(), stage_args)
+    defaults = {"max_steps": 1, "logging_steps": 1, "report_to": [], "use_cpu": True, "save_strategy": "no"}
+    args = PiteTrainingArguments(output_dir=str(tmp_path / "out"), **{**defaults, **training})
+    collator = PiteDataCollator(processor, coordinate_targets=stage_args.coordinate_targets)
+    return PiteTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=list(callbacks)
+    )
+
+
+def training_logs(trainer):
+    return [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, processor, data_dir, stage):
+    dataset = stage_data(data_dir, stage)
+    results = []
+    for batch_size, accumulation in ((2, 1), (1, 2)):
+        grabber = GradientGrabber()
+        trainer = make_trainer(
+            tmp_path / f"{batch_size}x{accumulation}", processor, dataset, stage, [grabber],
+            per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+        )  # fmt: skip
+        trainer.train()
+        results.append((training_logs(trainer)[0], grabber.gradients))
+    (full_log, full_grads), (accumulated_log, accumulated_grads) = results
+    components = {1: {"lm_loss", "localization_loss"}, 2: {"lm_loss", "trajectory_loss"}, 3: {"lm_loss"}}[stage]
+    assert components <= set(full_log) and not ({"localization_loss", "trajectory_loss"} - components) & set(full_log)
+    for name in ["loss", *components]:
+        assert accumulated_log[name] == pytest.approx(full_log[name], abs=1e-5), name
+    assert full_log["loss"] == pytest.approx(sum(full_log[name] for name in components), abs=1e-5)
+    assert full_grads.keys() == accumulated_grads.keys() and len(full_grads) > 0
+    for name, gradient in full_grads.items():
+        torch.testing.assert_close(accumulated_grads[name], gradient, atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_overfitting_one_batch_drives_every_loss_down(tmp_path, processor, data_dir, stage):
+    dataset = stage_data(data_dir, stage)
+    trainer = make_trainer(
+        tmp_path, processor, dataset, stage, per_device_train_batch_size=2, max_steps=50,
+        learning_rate=3e-3, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
+    )  # fmt: skip
+    trainer.train()
+    logs = training_logs(trainer)
+    names = [name for name in ("lm_loss", "localization_loss", "trajectory_loss") if name in logs[0]]
+    for name in ["loss", *names]:
+        assert logs[-1][name] <= 0.2 * logs[0][name], (name, logs[0][name], logs[-1][name])
+
+
+def test_stage2_trajectory_head_starts_as_the_repeated_localization_head():
+    model = tiny_model()
+    torch.nn.init.normal_(model.localization_head.weight)
+    torch.nn.init.normal_(model.localization_head.bias)
+    localization = model.localization_head.weight.detach().clone(), model.localization_head.bias.detach().clone()
+    peft_model = prepare_stage_model(model, StageArguments(stage=2, lora_r=4, lora_alpha=8))
+    head = peft_model.base_model.model.trajectory_head.modules_to_save["default"]
+    repeats = model.config.num_trajectory_points * model.config.num_frames
+    torch.testing.assert_close(head.weight, localization[0].repeat(repeats, 1), atol=0, rtol=0)
+    torch.testing.assert_close(head.bias, localization[1].repeat(repeats), atol=0, rtol=0)
+    hidden = torch.randn(5, model.config.text_config.hidden_size)
+    predicted = head(hidden).view(5, model.config.num_trajectory_points, model.config.num_frames, 2)
+    torch.testing.assert_close(predicted, model.localization_head(hidden)[:, None, None].expand_as(predicted))
+    # the ablation switch leaves the trajectory head as it was
+    untouched = tiny_model()
+    before = untouched.trajectory_head.weight.detach().clone()
+    prepare_stage_model(untouched, StageArguments(stage=2, init_trajectory_head=False))
+    torch.testing.assert_close(untouched.trajectory_head.weight, before, atol=0, rtol=0)
+
+
+def test_lora_wraps_only_the_language_model_and_trains_the_stage_modules():
+    peft_model = prepare_stage_model(tiny_model(), StageArguments(stage=1, lora_r=4, lora_alpha=8))
+    lora_modules = {name for name, _ in peft_model.named_modules() if name.endswith("lora_A")}
+    assert lora_modules and all(".language_model." in name for name in lora_modules)
+    assert {name.split(".")[-2] for name in lora_modules} == {f"{p}_proj" for p in "qkvo"} | {
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("visual_adapter" in name for name in trainable) and any(
+        "localization_head" in name for name in trainable
+    )
+    assert not any("vision_tower" in name or "trajectory_head" in name or "lm_head" in name for name in trainable)
+
+
+def test_stage_output_loads_and_equals_base_plus_adapter(tmp_path, processor, data_dir):
+    base_dir = tmp_path / "base"
+    base = tiny_model()
+    base.save_pretrained(base_dir)
+    trainer = make_trainer(
+        tmp_path, processor, stage_data(data_dir, 1), 1, model=AutoModelForImageTextToText.from_pretrained(base_dir),
+        per_device_train_batch_size=2, max_steps=2, learning_rate=1e-2,
+    )  # fmt: skip
+    trainer.train()
+    save_stage(trainer, tmp_path / "stage1", processor)
+
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "stage1")
+    rebuilt = merge_adapter(AutoModelForImageTextToText.from_pretrained(base_dir), tmp_path / "stage1" / "adapter")
+    batch = PiteDataCollator(processor, "localization")([stage_data(data_dir, 1)[0]])
+    batch.pop("num_skipped_videos")
+    with torch.no_grad():
+        expected, got, untrained = merged(**batch), rebuilt(**batch), base(**batch)
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.localizations, expected.localizations, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(untrained.localizations, expected.localizations)  # training changed the model
+    trainables = load_file(tmp_path / "stage1" / "non_lora_trainables.safetensors")
+    assert {"model.visual_adapter.weight", "localization_head.weight", "localization_head.bias"} <= set(trainables)
+    torch.testing.assert_close(trainables["localization_head.weight"], merged.localization_head.weight)
+    assert AutoProcessor.from_pretrained(tmp_path / "stage1").video_token_id == processor.video_token_id
+
+
+def test_missing_video_during_training_is_skipped_and_counted(tmp_path, processor, data_dir, caplog):
+    records = json.loads((data_dir / STAGE_FILES[3]).read_text())
+    records.append({**records[0], "id": "gone", "video": "gone.mp4"})
+    (tmp_path / "with_missing.json").write_text(json.dumps(records))
+    dataset = load_stage_dataset(3, [tmp_path / "with_missing.json"], media_folder=data_dir)
+    trainer = make_trainer(tmp_path, processor, dataset, 3, per_device_train_batch_size=3, max_steps=2)
+    trainer.train()
+    logs = training_logs(trainer)
+    assert [entry["skipped_videos"] for entry in logs] == [1, 2]  # cumulative count, one per epoch
+    assert "gone.mp4" in caplog.text
+
+
+# through `accelerate launch`, as users and the demo run it
+
+
+def launch(args, num_processes=1, cwd=None):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "examples" / "configs" / "accelerate_cpu.yaml"),
+        "--num_processes", str(num_processes),
+        str(REPO / "examples" / "train_stage.py"),
+        "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0", "--logging_steps", "1",
+        "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
+        "--save_strategy", "no", "--dataloader_num_workers", "0", "--report_to", "none",
+        *map(str, args),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def first_step_log(output_dir):
+    state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
+    return next(entry for entry in state["log_history"] if "loss" in entry)
+
+
+@pytest.mark.slow
+def test_three_stages_chain_through_accelerate_launch(tmp_path, data_dir):
+    out = tmp_path / "out"
+    launch([
+        "--stage", 1, "--init_preset", "tiny", "--data_files", data_dir / STAGE_FILES[1],
+        "--tokenizer_corpus_files", data_dir / STAGE_FILES[2], data_dir / STAGE_FILES[3],
+        "--output_dir", out / "stage1", "--max_steps", 2,
+    ])  # fmt: skip
+    launch([
+        "--stage", 2, "--model_name_or_path", out / "stage1", "--data_files", data_dir / STAGE_FILES[2],
+        "--output_dir", out / "stage2", "--max_steps", 2,
+    ])  # fmt: skip
+    launch([
+        "--stage", 3, "--model_name_or_path", out / "stage2", "--data_files", data_dir / STAGE_FILES[3],
+        "--output_dir", out / "final", "--max_steps", 2,
+    ])  # fmt: skip
+    assert {"trajectory_loss", "lm_loss"} <= set(first_step_log(out / "stage2"))
+    assert "localization_loss" in first_step_log(out / "stage1") and "lm_loss" in first_step_log(out / "final")
+
+    assert AutoModel.from_pretrained(out / "final") is not None
+    model = AutoModelForImageTextToText.from_pretrained(out / "final").eval()
+    processor = AutoProcessor.from_pretrained(out / "final")
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What color is the shape?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[text], videos=[str(data_dir / "v0.mp4")])
+    generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+    # each stage trained its own head: the stage-2 merge changed the trajectory head, stage 3 kept it
+    stage1, stage2 = (load_file(out / name / "model.safetensors") for name in ("stage1", "stage2"))
+    final = load_file(out / "final" / "model.safetensors")
+    assert not torch.equal(stage1["trajectory_head.weight"], stage2["trajectory_head.weight"])
+    assert torch.equal(stage2["trajectory_head.weight"], final["trajectory_head.weight"])
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_first_step_loss_as_one(tmp_path, data_dir):
+    model_dir = tmp_path / "stage1"
+    launch([
+        "--stage", 1, "--init_preset", "tiny", "--data_files", data_dir / STAGE_FILES[1],
+        "--tokenizer_corpus_files", data_dir / STAGE_FILES[2], "--output_dir", model_dir, "--max_steps", 1,
+    ])  # fmt: skip
+    common = [
+        "--stage",
+        2,
+        "--model_name_or_path",
+        model_dir,
+        "--data_files",
+        data_dir / STAGE_FILES[2],
+        "--max_steps",
+        1,
+    ]
+    launch([*common, "--output_dir", tmp_path / "one", "--per_device_train_batch_size", 2])
+    launch([*common, "--output_dir", tmp_path / "two"], num_processes=2)
+    one, two = first_step_log(tmp_path / "one"), first_step_log(tmp_path / "two")
+    assert two["epoch"] == one["epoch"]  # same global batch
+    for name in ("loss", "lm_loss", "trajectory_loss"):
+        assert two[name] == pytest.approx(one[name], abs=1e-5), name
