@@ -84,6 +84,10 @@ def test_retry_bound_and_aggregation(tmp_path):
     # resume: verdicts of the same judge are reused, nothing is asked again
     again, _ = score_qa(SAMPLES, predictions, ScriptedJudge([]), verdicts_path=tmp_path / "v.jsonl")
     assert again == report
+    # a changed prediction is judged again, the others are still reused
+    judge = ScriptedJudge(["{'pred': 'yes', 'score': 3}"])
+    changed, _ = score_qa(SAMPLES, {**predictions, "2": "two"}, judge, verdicts_path=tmp_path / "v.jsonl")
+    assert judge.calls == [0] and changed["yes"] == 2
 
 
 def test_missing_prediction_is_no_without_asking():

@@ -213,7 +213,10 @@ class OpenAIJudge:
 
 @dataclass
 class JudgeVerdict:
+    """One judged question; `prediction` is what was judged (None when the model gave no answer)."""
+
     question_id: str
+    prediction: str | None
     pred: str
     score: int
     valid: bool
@@ -229,8 +232,8 @@ def _judge_one(judge: Judge, sample: QASample, prediction: str, max_attempts: in
         reply = judge.complete(messages, attempt)
         parsed = parse_judge_reply(reply)
         if parsed is not None:
-            return JudgeVerdict(sample.question_id, parsed[0], parsed[1], True, attempt + 1, judge.name, reply)
-    return JudgeVerdict(sample.question_id, "no", 0, False, max_attempts, judge.name, reply)
+            return JudgeVerdict(sample.question_id, prediction, *parsed, True, attempt + 1, judge.name, reply)
+    return JudgeVerdict(sample.question_id, prediction, "no", 0, False, max_attempts, judge.name, reply)
 
 
 def score_qa(
@@ -245,8 +248,8 @@ def score_qa(
     """Exact match, and with a `judge` the Video-ChatGPT accuracy and score, over all `samples`.
 
     A question without a prediction is "no", 0 (and not sent to the judge). Verdicts are appended to
-    `verdicts_path` (JSONL) as they come, and verdicts from the same judge found there are reused, so
-    an interrupted judging run resumes.
+    `verdicts_path` (JSONL) as they come; a verdict found there from the same judge on the same prediction
+    is reused, so an interrupted judging run resumes (and a new model run in the same folder is re-judged).
     """
     if not samples:
         raise ValueError("no QA samples to score")
@@ -266,12 +269,13 @@ def score_qa(
         done = {r["question_id"]: JudgeVerdict(**r) for r in read_jsonl(verdicts_path) if r.get("judge") == judge.name}
     verdicts = []
     for sample in tqdm(samples, desc=f"judging ({judge.name})", disable=not progress):
+        prediction = predictions.get(sample.question_id)
         verdict = done.get(sample.question_id)
-        if verdict is None:
-            if sample.question_id in predictions:
-                verdict = _judge_one(judge, sample, predictions[sample.question_id], max_attempts)
+        if verdict is None or verdict.prediction != prediction:
+            if prediction is not None:
+                verdict = _judge_one(judge, sample, prediction, max_attempts)
             else:
-                verdict = JudgeVerdict(sample.question_id, "no", 0, False, 0, judge.name, "")
+                verdict = JudgeVerdict(sample.question_id, None, "no", 0, False, 0, judge.name, "")
             if verdicts_path is not None:
                 append_jsonl(verdicts_path, asdict(verdict))
         verdicts.append(verdict)
