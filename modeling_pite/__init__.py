@@ -5,6 +5,7 @@ from transformers.models.auto.video_processing_auto import AutoVideoProcessor  #
 
 from .configuration_pite import PiteConfig
 from .modeling_pite import PiteForConditionalGeneration, PiteModel, PitePreTrainedModel
+from .pipelines import register_pipelines
 from .processing_pite import PiteProcessor
 from .video_processing_pite import PiteVideoProcessor
 
@@ -19,6 +20,7 @@ AutoProcessor.register(PiteConfig, PiteProcessor)
 PiteConfig.register_for_auto_class()
 PiteModel.register_for_auto_class("AutoModel")
 PiteForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+register_pipelines()  # "video-qa", "video-temporal-grounding", "video-dense-captioning"
 
 __all__ = [
     "PiteConfig",
