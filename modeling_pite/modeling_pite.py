@@ -139,22 +139,24 @@ class PiteModel(PitePreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def _check_frames(self, name: str, shape: torch.Size, feature_shape: tuple[int, ...]) -> None:
-        frames = self.config.num_frames
-        expected = f"[num_videos, {frames} (or 1 for an image), {', '.join(map(str, feature_shape))}]"
-        if len(shape) != 2 + len(feature_shape) or tuple(shape[2:]) != feature_shape or shape[1] not in (frames, 1):
+    def _check_shape(self, name: str, shape: torch.Size, feature_shape: tuple[int, ...], any_frames: bool = False):
+        frames = "num_frames" if any_frames else f"{self.config.num_frames} (or 1 for an image)"
+        expected = f"[num_videos, {frames}, {', '.join(map(str, feature_shape))}]"
+        frames_ok = any_frames or (len(shape) > 1 and shape[1] in (self.config.num_frames, 1))
+        if len(shape) != 2 + len(feature_shape) or tuple(shape[2:]) != feature_shape or not frames_ok:
             raise ValueError(f"{name}: expected shape {expected}, got {list(shape)}")
 
-    def get_frame_features(self, pixel_values_videos: torch.FloatTensor) -> torch.FloatTensor:
-        """CLIP `image_embeds` of every frame, `[Bv, F, 3, H, W]` -> `[Bv, F, vision_feature_dim]`.
-
-        These are what feature caches store and what `video_features` takes. The tower runs without autograd
-        while it is frozen.
-        """
+    def _pixel_shape(self) -> tuple[int, int, int]:
         vision = self.config.vision_config
-        self._check_frames(
-            "pixel_values_videos", pixel_values_videos.shape, (vision.num_channels,) + (vision.image_size,) * 2
-        )
+        return (vision.num_channels, vision.image_size, vision.image_size)
+
+    def get_frame_features(self, pixel_values_videos: torch.FloatTensor) -> torch.FloatTensor:
+        """CLIP `image_embeds` of every frame, `[Bv, F, 3, H, W]` -> `[Bv, F, vision_feature_dim]`, any F.
+
+        These are what feature caches store and what `video_features` takes (a cache may encode a video in
+        chunks of frames). The tower runs without autograd while it is frozen.
+        """
+        self._check_shape("pixel_values_videos", pixel_values_videos.shape, self._pixel_shape(), any_frames=True)
         num_videos, num_frames = pixel_values_videos.shape[:2]
         pixel_values = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
         trainable = any(param.requires_grad for param in self.vision_tower.parameters())
@@ -165,12 +167,13 @@ class PiteModel(PitePreTrainedModel):
     @can_return_tuple
     def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
         """Frames `[Bv, F, 3, H, W]` -> LLM-ready video tokens (see `adapt_video_features`)."""
+        self._check_shape("pixel_values_videos", pixel_values_videos.shape, self._pixel_shape())
         return self.adapt_video_features(self.get_frame_features(pixel_values_videos))
 
     def adapt_video_features(self, video_features: torch.FloatTensor) -> BaseModelOutputWithPooling:
         """Frame features `[Bv, F, vision_feature_dim]` -> `last_hidden_state` = those features and
         `pooler_output` = the adapter's outputs `[Bv, F, hidden_size]` (what replaces the `<video>` tokens)."""
-        self._check_frames("video_features", video_features.shape, (self.config.vision_feature_dim,))
+        self._check_shape("video_features", video_features.shape, (self.config.vision_feature_dim,))
         adapted = self.visual_adapter(video_features.to(self.visual_adapter.weight.dtype))
         return BaseModelOutputWithPooling(last_hidden_state=video_features, pooler_output=adapted)
 

@@ -121,6 +121,8 @@ def test_precomputed_features_match_pixels_and_skip_the_tower(monkeypatch):
         from_pixels = model(**inputs)
         features = model.get_frame_features(inputs["pixel_values_videos"])
     assert features.shape == (2, FRAMES, 24)
+    chunks = [model.get_frame_features(inputs["pixel_values_videos"][:, i : i + 3]) for i in (0, 3)]
+    torch.testing.assert_close(torch.cat(chunks, 1), features)  # a feature cache may encode in chunks
 
     def no_tower(*args, **kwargs):
         raise AssertionError("the vision tower ran")
@@ -356,6 +358,8 @@ def test_bad_inputs_say_what_was_expected_and_what_came():
         model(input_ids=inputs["input_ids"], video_features=torch.randn(2, 4, 32))
     with pytest.raises(ValueError, match=r"pixel_values_videos: expected shape \[num_videos, 4 \(or 1 for an image\), 3, 32, 32\], got \[2, 3, 3, 32, 32\]"):  # fmt: skip
         model(input_ids=inputs["input_ids"], pixel_values_videos=inputs["pixel_values_videos"][:, :3])
+    with pytest.raises(ValueError, match=r"expected shape \[num_videos, num_frames, 3, 32, 32\], got \[2, 4, 3, 16, 16\]"):  # fmt: skip
+        model.get_frame_features(torch.randn(2, 4, 3, 16, 16))
     with pytest.raises(ValueError, match="got 8 <video> tokens but neither"):
         model(input_ids=inputs["input_ids"])
     with pytest.raises(ValueError, match="pass one video input, got pixel_values_videos and video_features"):
