@@ -1,7 +1,20 @@
-import pytest
-from huggingface_hub import ModelCard
+from pathlib import Path
 
-from modeling_pite.hub import BENCHMARKS, REPORTED_RESULTS, TRAINING_STAGES, create_model_card
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+from modeling_pite import PiteConfig, PiteForConditionalGeneration, PiteModel, PiteProcessor, PiteVideoProcessor, hub
+from modeling_pite.hub import (
+    BENCHMARKS,
+    REPORTED_RESULTS,
+    TRAINING_STAGES,
+    create_model_card,
+    push_to_hub,
+    save_for_hub,
+)
 
 
 def test_card_names_every_stage_and_metric_and_parses_back(tmp_path):
@@ -34,3 +47,66 @@ def test_card_with_own_results_and_without_results():
         create_model_card("x", results={"activitynet_dense_captioning": {"BLEU": 1.0}})
     with pytest.raises(ValueError, match="unknown benchmark"):
         create_model_card("x", results={"kinetics": {"accuracy": 1.0}})
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_processor(tiny_tokenizer):
+    torch.manual_seed(0)
+    config = PiteConfig.from_preset("tiny")
+    video_processor = PiteVideoProcessor(
+        num_frames=config.num_frames, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    return PiteForConditionalGeneration(config).eval(), PiteProcessor(video_processor, tiny_tokenizer)
+
+
+def test_push_folder_is_complete_and_loads_back(tmp_path, tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    card = create_model_card("tiny-pite", results={"msvd_qa": {"accuracy": 1.5}}, results_source="unit test")
+    folder = save_for_hub(model, processor, tmp_path / "tiny-pite", card)
+    names = {path.name for path in folder.iterdir()}
+    expected = {"config.json", "model.safetensors", "generation_config.json", "processor_config.json",
+                "chat_template.jinja", "tokenizer.json", "tokenizer_config.json", "README.md"}  # fmt: skip
+    assert expected <= names
+
+    loaded = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    assert isinstance(loaded, PiteForConditionalGeneration)
+    assert isinstance(AutoModel.from_pretrained(folder), PiteModel)
+    loaded_processor = AutoProcessor.from_pretrained(folder)
+    assert isinstance(loaded_processor, PiteProcessor) and loaded_processor.chat_template == processor.chat_template
+    inputs = loaded_processor(
+        text=["USER: <video>\nWhat color is the shape? ASSISTANT:"],
+        videos=[np.zeros((8, 32, 32, 3), np.uint8)],
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        expected_output, output = model(**inputs), loaded(**inputs)
+    torch.testing.assert_close(output.logits, expected_output.logits)
+    torch.testing.assert_close(output.trajectories, expected_output.trajectories)  # the heads were saved too
+    data = ModelCard.load(folder / "README.md").data
+    assert [(r.dataset_name, r.metric_name, r.metric_value) for r in data.eval_results] == [
+        ("MSVD-QA", "accuracy", 1.5)
+    ]
+
+
+def test_push_to_hub_is_one_upload_with_the_users_token(tmp_path, tiny_model_and_processor, monkeypatch):
+    calls = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create_repo", repo_id, private, exist_ok))
+
+        def upload_folder(self, *, repo_id, folder_path, commit_message):
+            uploaded = {path.name for path in Path(folder_path).iterdir()}
+            calls.append(("upload_folder", repo_id, uploaded))
+            return "commit-info"
+
+    monkeypatch.setattr(hub, "HfApi", RecordingApi)
+    model, processor = tiny_model_and_processor
+    assert push_to_hub(model, processor, "someone/tiny-pite", token="hf_secret", private=True) == "commit-info"
+    assert calls[0] == ("init", "hf_secret")
+    assert calls[1] == ("create_repo", "someone/tiny-pite", True, True)
+    assert [call[0] for call in calls].count("upload_folder") == 1
+    assert {"README.md", "config.json", "model.safetensors", "processor_config.json"} <= calls[2][2]
