@@ -78,7 +78,7 @@ class PiteConfig(PreTrainedConfig):
         vision_config (`dict` or `PreTrainedConfig`, *optional*):
             The CLIP vision tower (`clip_vision_model`); defaults to ViT-L/14 at 224 px.
         text_config (`dict` or `PreTrainedConfig`, *optional*):
-            The language model; any decoder `AutoModel.from_config` builds. Defaults to Llama.
+            The language model; any decoder `AutoModel.from_config` builds. Defaults to Vicuna-7B's Llama shape.
         vision_feature_dim (`int`, defaults to 768):
             Size of one frame's feature, the tower's projected CLS embedding (`image_embeds`), i.e.
             `vision_config.projection_dim`. Precomputed `video_features` must have this last dimension.
@@ -102,7 +102,7 @@ class PiteConfig(PreTrainedConfig):
 
     model_type = "pite"
     sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama", init_kwargs=dict(VICUNA_7B)),
         "vision_config": SubConfigSpec(
             config_class=AutoConfig, model_type="clip_vision_model", init_kwargs=dict(CLIP_VIT_L_14)
         ),
@@ -127,6 +127,11 @@ class PiteConfig(PreTrainedConfig):
             raise ValueError(
                 f"vision_feature_dim ({self.vision_feature_dim}) must equal vision_config.projection_dim "
                 f"({projection_dim}): the adapter reads the tower's projected CLS embedding"
+            )
+        vocab_size = getattr(self.text_config, "vocab_size", None)
+        if vocab_size is not None and not 0 <= self.video_token_id < vocab_size:
+            raise ValueError(
+                f"video_token_id ({self.video_token_id}) must be a token of the vocabulary (size {vocab_size})"
             )
         for name in ("num_frames", "num_trajectory_points"):
             if getattr(self, name) < 1:

@@ -148,7 +148,8 @@ class PiteModel(PitePreTrainedModel):
 
     def _pixel_shape(self) -> tuple[int, int, int]:
         vision = self.config.vision_config
-        return (vision.num_channels, vision.image_size, vision.image_size)
+        size = vision.image_size
+        return (vision.num_channels, *(size if isinstance(size, (list, tuple)) else (size, size)))
 
     def get_frame_features(self, pixel_values_videos: torch.FloatTensor) -> torch.FloatTensor:
         """CLIP `image_embeds` of every frame, `[Bv, F, 3, H, W]` -> `[Bv, F, vision_feature_dim]`, any F.

@@ -95,6 +95,12 @@ def test_config_rejects_inconsistent_values():
         PiteConfig.from_preset("pite-70b")
     with pytest.raises(Exception, match=r"vision_feature_dim \(10\) must equal vision_config.projection_dim \(24\)"):
         tiny_config(vision_feature_dim=10)
+    with pytest.raises(Exception, match=r"video_token_id \(300\) must be a token of the vocabulary \(size 256\)"):
+        tiny_config(video_token_id=300)
+
+
+def test_default_config_is_the_published_7b_shape():
+    assert PiteConfig().to_dict() == PiteConfig.from_preset("pite-7b").to_dict()
 
 
 # ---------------------------------------------------------------- forward
