@@ -120,14 +120,24 @@ class _SeekFailed(Exception):
     """The demuxer cannot seek in this file; the caller falls back to decoding from the start."""
 
 
-def _decoded(container, stream, seek_pts: int | None) -> Iterator[tuple[int | None, av.VideoFrame | None]]:
-    """Yield `(pts, frame)` from `seek_pts` on; a packet that fails to decode yields `(its pts, None)`."""
+def _decoded(
+    container, stream, seek_pts: int | None, wanted_pts: set[int] | None = None
+) -> Iterator[tuple[int | None, av.VideoFrame | None]]:
+    """Yield `(pts, frame)` from `seek_pts` on; a packet that fails to decode yields `(its pts, None)`.
+
+    With `wanted_pts`, packets of other frames are decoded with `skip_frame="NONREF"`: frames no other
+    frame references are then not decoded at all (a third of an x264 stream), which changes no pixel of
+    the frames that are decoded. Decoders without that feature decode everything.
+    """
     if seek_pts is not None:
         try:
             container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
         except av.FFmpegError as error:
             raise _SeekFailed from error
+    context = stream.codec_context
     for packet in container.demux(stream):
+        if wanted_pts is not None:
+            context.skip_frame = "NONREF" if packet.pts is not None and packet.pts not in wanted_pts else "DEFAULT"
         try:
             frames = packet.decode()
         except av.FFmpegError:
@@ -262,13 +272,14 @@ def _sample_by_pts(container, stream, table: _FrameTable, targets: np.ndarray, s
     out: dict[int, np.ndarray] = {}
     corrupt: set[int] = set()
     pending = deque(int(t) for t in targets)
+    wanted_pts = {int(table.pts[t]) for t in targets}
     converter = None
     steps_back = 0
     while pending:
         keyframe = table.keyframe_before(pending[0], steps_back)
         previous = None  # (index, frame) of the last good frame in this pass
         overshot = False
-        for pts, frame in _decoded(container, stream, int(table.pts[keyframe])):
+        for pts, frame in _decoded(container, stream, int(table.pts[keyframe]), wanted_pts):
             index = table.index_of(pts) if pts is not None else None
             if frame is None or index is None:
                 continue
