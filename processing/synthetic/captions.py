@@ -7,7 +7,7 @@ text and its ground truth are reproducible from `world.json`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -118,31 +118,21 @@ def _path_events(spec: VideoSpec, index: int) -> list[Event]:
     return events
 
 
-def _hidden_share(spec: VideoSpec, lower: int, upper: int, t: float) -> float:
-    """Share of object `lower`'s in-frame shape that object `upper` (drawn above it) covers at `t`."""
-    obj = spec.objects[lower]
-    if not obj.present(t):
-        return 0.0
-    ys, xs = np.nonzero(obj.mask)
-    pixels = np.stack([xs, ys], axis=1) + obj.offset(t)
-    pixels = pixels[np.all((pixels >= 0) & (pixels < [spec.width, spec.height]), axis=1)]
-    return float(spec.covers(upper, pixels, t).sum() / obj.mask.sum())
-
-
 def _occlusion_events(spec: VideoSpec) -> list[Event]:
     """ "The blue square passes in front of the red circle." for the longest strong overlap of each pair."""
-    events = []
-    for lower in range(len(spec.objects)):
+    times, events = spec.frame_times, []
+    for lower, below in enumerate(spec.objects):
+        alone = replace(spec, objects=[below]).visible_area(0, times)
         for upper in range(lower + 1, len(spec.objects)):
-            strong = np.array([_hidden_share(spec, lower, upper, t) >= _OCCLUSION_SHARE for t in spec.frame_times])
-            best = _longest_run(strong)
+            paired = replace(spec, objects=[below, spec.objects[upper]]).visible_area(0, times)
+            best = _longest_run(alone - paired >= _OCCLUSION_SHARE * below.mask.sum())
             if best is None or (best[1] - best[0]) / spec.fps < _OCCLUSION_MIN_SECONDS:
                 continue
             caption, phrases = _sentence(
                 [
                     (f"the {spec.objects[upper].name}", upper),
                     (" passes in front of ", None),
-                    (f"the {spec.objects[lower].name}", lower),
+                    (f"the {below.name}", lower),
                 ]
             )
             events.append(Event(caption, best[0] / spec.fps, best[1] / spec.fps, "occlude", phrases))
@@ -177,7 +167,7 @@ def reference_time(spec: VideoSpec, event: Event, phrase: Phrase, min_share: flo
     times = spec.frame_times[(spec.frame_times >= event.start - 1e-6) & (spec.frame_times < event.end - 1e-6)]
     if not len(times):
         return event.start
-    areas = np.array([spec.object_mask(phrase.object_index, t).sum() for t in times])
+    areas = spec.visible_area(phrase.object_index, times)
     enough = np.nonzero(areas >= min_share * obj.mask.sum())[0]
     if len(enough):
         return float(times[enough[0]])

@@ -12,6 +12,7 @@ edge to edge, like Localized Narratives' mouse traces (`pixels_to_normalized`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -46,6 +47,19 @@ _TEXTURE_LEVELS = np.array([0.4, 0.6, 0.8, 1.0])
 _TIME_EPS = 1e-6
 
 
+@functools.cache
+def _threadpool_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _single_thread():
+    """OpenMP threads cost far more than they save in k-means over a few hundred points (and they
+    oversubscribe a busy machine); the controller is built once, its library scan is slow."""
+    return _threadpool_controller().limit(limits=1)
+
+
 def pixels_to_normalized(xy: np.ndarray, width: int, height: int) -> np.ndarray:
     """Pixel-centre coordinates `[..., 2]` to `[0, 1]` of the frame (see the module docstring)."""
     return (np.asarray(xy, dtype=np.float64) + 0.5) / np.array([width, height], dtype=np.float64)
@@ -67,6 +81,13 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
     if shape == "triangle":  # apex at the top centre, base along the bottom edge
         return np.abs(x - size / 2) <= y / 2
     raise ValueError(f"unknown shape {shape!r}, expected one of {SHAPES}")
+
+
+def _on_shape(obj: ObjectSpec, local: np.ndarray) -> np.ndarray:
+    """Whether sprite-local integer pixels `[..., 2]` (x, y) fall on `obj`'s shape."""
+    inside = np.all((local >= 0) & (local < obj.size), axis=-1)
+    clipped = np.clip(local, 0, obj.size - 1)
+    return inside & obj.mask[clipped[..., 1], clipped[..., 0]]
 
 
 @dataclass
@@ -92,6 +113,7 @@ class ObjectSpec:
             raise ValueError(f"{self.name}: need >= 2 keyframes in time order, got {self.keyframes}")
         self.keyframes = [tuple(float(v) for v in keyframe) for keyframe in self.keyframes]
         self._mask = shape_mask(self.shape, self.size)
+        self._path = np.asarray(self.keyframes).T  # [3, K]: times, xs, ys
         cell = max(2, self.size // 10)
         cells = -(-self.size // cell)
         levels = np.random.default_rng(self.texture_seed).choice(_TEXTURE_LEVELS, size=(cells, cells))
@@ -131,7 +153,7 @@ class ObjectSpec:
 
     def center(self, t: np.ndarray | float) -> np.ndarray:
         """Centre `[..., 2]` in pixels at times `t` (held constant outside the keyframes)."""
-        times, xs, ys = np.asarray(self.keyframes).T
+        times, xs, ys = self._path
         t = np.asarray(t, dtype=np.float64)
         return np.stack([np.interp(t, times, xs), np.interp(t, times, ys)], axis=-1)
 
@@ -225,21 +247,6 @@ class VideoSpec:
 
     # ---------------------------------------------------------------- ground truth
 
-    def _covered(self, index: int, xy: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """Whether object `index`, with its sprite at `offset`, covers the integer pixels `xy` `[K, 2]`."""
-        obj = self.objects[index]
-        local = xy - offset
-        inside = np.all((local >= 0) & (local < obj.size), axis=1)
-        covered = np.zeros(len(xy), dtype=bool)
-        covered[inside] = obj.mask[local[inside, 1], local[inside, 0]]
-        return covered
-
-    def covers(self, index: int, xy: np.ndarray, t: float) -> np.ndarray:
-        """Whether object `index`'s shape covers the integer pixels `xy` `[K, 2]` at time `t`."""
-        if not self.objects[index].present(t):
-            return np.zeros(len(xy), dtype=bool)
-        return self._covered(index, np.asarray(xy), self.objects[index].offset(t))
-
     def track_points(
         self, object_index: int, xy: np.ndarray, t0: float, times: Sequence[float] | np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -253,20 +260,16 @@ class VideoSpec:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         times = np.asarray(times, dtype=np.float64).reshape(-1)
         local = xy - obj.offset(t0)
-        pixel = np.floor(local + 0.5).astype(np.int64)
-        on_shape = np.all((pixel >= 0) & (pixel < obj.size), axis=1)
-        on_shape[on_shape] = obj.mask[pixel[on_shape, 1], pixel[on_shape, 0]]
-        offsets = np.stack([o.offset(times) for o in self.objects])  # [O, T, 2]
-        present = np.stack([o.present(times) for o in self.objects])  # [O, T]
-        positions = local[None] + offsets[object_index][:, None]
-        visible = np.zeros((len(times), len(xy)), dtype=bool)
-        for k in np.nonzero(present[object_index])[0]:
-            frame_pixel = pixel + offsets[object_index, k]
-            seen = on_shape & np.all((frame_pixel >= 0) & (frame_pixel < [self.width, self.height]), axis=1)
-            for above in range(object_index + 1, len(self.objects)):
-                if present[above, k]:
-                    seen &= ~self._covered(above, frame_pixel, offsets[above, k])
-            visible[k] = seen
+        positions = local[None] + obj.offset(times)[:, None]
+        frame_pixel = np.floor(positions + 0.5).astype(np.int64)  # [T, K, 2]
+        visible = (
+            obj.present(times)[:, None]
+            & _on_shape(obj, np.floor(local + 0.5).astype(np.int64))[None]
+            & np.all((frame_pixel >= 0) & (frame_pixel < [self.width, self.height]), axis=2)
+        )
+        for above in self.objects[object_index + 1 :]:
+            covered = _on_shape(above, frame_pixel - above.offset(times)[:, None])
+            visible &= ~(covered & above.present(times)[:, None])
         return positions, visible
 
     def point_track(
@@ -275,6 +278,14 @@ class VideoSpec:
         """One point's track: positions `[T, 2]` in pixels and visibility `[T]` (see `track_points`)."""
         positions, visible = self.track_points(object_index, np.asarray(xy_at_t0)[None], t0, times)
         return positions[:, 0], visible[:, 0]
+
+    def visible_area(self, object_index: int, times: Sequence[float] | np.ndarray) -> np.ndarray:
+        """`[T]` number of visible pixels of object `object_index` at each time."""
+        obj = self.objects[object_index]
+        ys, xs = np.nonzero(obj.mask)
+        t0 = obj.appear
+        _, visible = self.track_points(object_index, np.stack([xs, ys], axis=1) + obj.offset(t0), t0, times)
+        return visible.sum(axis=1)
 
     def object_mask(self, object_index: int, t: float) -> np.ndarray:
         """`[H, W]` bool: the visible part of object `object_index` at time `t`."""
@@ -305,7 +316,6 @@ class VideoSpec:
         position at `t0` (top to bottom, then left to right).
         """
         from sklearn.cluster import KMeans
-        from threadpoolctl import threadpool_limits
 
         obj = self.objects[object_index]
         visible_now = self.object_mask(object_index, t0)
@@ -316,7 +326,7 @@ class VideoSpec:
             ys, xs = np.nonzero(obj.mask)
             pixels = (np.stack([xs, ys], axis=1) + obj.offset(t0)).astype(np.float64)
         num_clusters = min(num_points, len(pixels))
-        with threadpool_limits(1):  # OpenMP threads cost far more than they save on a few hundred points
+        with _single_thread():
             labels = KMeans(num_clusters, init="k-means++", n_init=1, random_state=0).fit_predict(pixels)
         centres = np.stack([pixels[labels == c].mean(axis=0) for c in range(num_clusters)])
         order = np.lexsort((centres[:, 0], centres[:, 1]))
