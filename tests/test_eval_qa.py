@@ -196,3 +196,25 @@ def test_openai_endpoint_client_error_raises():
         judge = OpenAIJudge("m", base_url=server.url, api_key="x", retry_backoff=0.0)
         with pytest.raises(RuntimeError, match="HTTP 401"):
             score_qa(SAMPLES[:1], {"1": "red"}, judge)
+
+
+def test_pite_evaluate_qa_with_http_judge_resumes(tmp_path, monkeypatch):
+    from modeling_pite.cli import main
+
+    (tmp_path / "q.json").write_text(json.dumps([{"video_name": s.video_id, "question": s.question, "question_id": s.question_id} for s in SAMPLES]))  # fmt: skip
+    (tmp_path / "a.json").write_text(json.dumps([{"answer": s.answer, "type": 0, "question_id": s.question_id} for s in SAMPLES]))  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps({"1": "red", "2": "three", "3": "yes"}))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    script = [(200, "{'pred': 'yes', 'score': 5}"), (200, "{'pred': 'no', 'score': 1}"), (200, "{'pred': 'yes', 'score': 4}")]  # fmt: skip
+    with _ChatServer(script) as server:
+        args = ["evaluate", "--task", "qa", "--annotations", str(tmp_path / "q.json"), "--answers", str(tmp_path / "a.json"), "--predictions", str(tmp_path / "p.json"), "--judge", "openai", "--judge-model", "local-judge", "--judge-base-url", server.url, "--output-dir", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+        main(args)
+        main(args)  # the rerun reuses verdicts.jsonl: the server has no replies left
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["accuracy"] == pytest.approx(200 / 3) and report["score"] == pytest.approx(10 / 3)
+    assert report["judge"] == f"openai:local-judge@{server.url}" and len(server.requests) == 3
+    assert "Authorization" not in server.requests[0][1]  # no key given, none sent
+    assert (
+        f"accuracy (%) (judge: openai:local-judge@{server.url}) | 66.67 |"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
