@@ -22,14 +22,17 @@ from .dense_captioning import (
 )
 from .grounding import grounding_prompt, score_grounding
 from .qa_judge import OpenAIJudge, TransformersJudge, exact_match, parse_judge_reply, score_qa
+from .runner import EvalItem, PiteGenerator, run_generation, write_report
 
 __all__ = [
     "DENSE_CAPTIONING_PROMPT",
     "AnnotationError",
     "CaptionScorer",
+    "EvalItem",
     "GroundingQuery",
     "JavaNotFoundError",
     "OpenAIJudge",
+    "PiteGenerator",
     "QASample",
     "TransformersJudge",
     "VideoCaptions",
@@ -45,6 +48,8 @@ __all__ = [
     "load_video_qa",
     "parse_dense_captions",
     "parse_judge_reply",
+    "run_generation",
     "score_grounding",
     "score_qa",
+    "write_report",
 ]
