@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers.dynamic_module_utils import custom_object_save
+
+from .pipelines import PIPELINE_CLASSES
 
 PAPER_URL = "https://arxiv.org/abs/2409.07239"
 ORIGINAL_CODE_URL = "https://github.com/yliu-cs/PiTe"
@@ -122,21 +125,22 @@ model, and two heads read the last hidden state next to the language-model head:
 ## Usage
 
 ```python
-import modeling_pite  # registers PiTe with transformers' Auto* classes and pipelines
 from transformers import pipeline
 
-qa = pipeline("video-qa", model="{{ repo_id }}")
+# the checkpoint carries its code; with the `pite` package installed this runs the same classes
+qa = pipeline("video-qa", model="{{ repo_id }}", trust_remote_code=True)
 qa("video.mp4", question="What is the person doing?", return_trajectories=True)
+# {"answer": ..., "trajectories": [{"phrase": ..., "trajectory": array [{{ num_points }}, {{ num_frames }}, 2], "timestamps": [...]}]}
 
-grounding = pipeline("video-temporal-grounding", model="{{ repo_id }}")
+grounding = pipeline("video-temporal-grounding", model="{{ repo_id }}", trust_remote_code=True)
 grounding("video.mp4", query="a man opens the door")  # {"start": seconds, "end": seconds, ...}
 
-captions = pipeline("video-dense-captioning", model="{{ repo_id }}")
-captions("video.mp4")  # [{"caption": ..., "start": seconds, "end": seconds}, ...]
+captions = pipeline("video-dense-captioning", model="{{ repo_id }}", trust_remote_code=True)
+captions("video.mp4")  # {"events": [{"caption": ..., "start": seconds, "end": seconds}, ...]}
 ```
 
-Without the `pite` package, load the code shipped with the checkpoint:
-`pipeline("video-qa", model="{{ repo_id }}", trust_remote_code=True)`.
+Grounding and dense captioning share their prompts and parsers with the evaluation code of the `pite`
+package, so they need it installed; `video-qa` runs from the checkpoint's code alone.
 
 ## Training stages
 
@@ -268,11 +272,36 @@ def _source_line(source: str | None, url: str | None) -> str:
     return f"Source: {source}" if source else ""
 
 
-def save_for_hub(model: Any, processor: Any, folder: str | Path, card: ModelCard | None = None) -> Path:
-    """Write everything an upload needs into `folder`: weights, configs, processor, chat template, card."""
+def save_for_hub(
+    model: Any, processor: Any, folder: str | Path, card: ModelCard | None = None, *, pipeline_code: bool = True
+) -> Path:
+    """Write everything an upload needs into `folder`: weights, configs, processor, chat template, card.
+
+    With `pipeline_code`, the folder also carries the processor's and the pipelines' code (`auto_map`,
+    `custom_pipelines`), so `pipeline("video-qa", model=repo, trust_remote_code=True)` works without this
+    package. transformers then insists on `trust_remote_code=True` for those tasks even where the package is
+    installed; pass `pipeline_code=False` for a folder that only `import modeling_pite` users load.
+    """
     folder = Path(folder)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    if pipeline_code:
+        model.config.custom_pipelines = {
+            task: {
+                "impl": f"pipelines.{cls.__name__}",
+                "pt": ["AutoModelForImageTextToText"],
+                "tf": [],
+                "type": "multimodal",
+            }
+            for task, cls in PIPELINE_CLASSES.items()
+        }
+        processor._auto_class = "AutoProcessor"  # this instance only: save its code and an `auto_map`
+    try:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    finally:
+        if pipeline_code:
+            del model.config.custom_pipelines, processor._auto_class
+    if pipeline_code:
+        custom_object_save(PIPELINE_CLASSES["video-qa"], folder)  # pipelines.py and the modules it imports
     if card is None:
         card = create_model_card(
             folder.name, num_frames=model.config.num_frames, num_points=model.config.num_trajectory_points

@@ -11,6 +11,7 @@ the grounding and dense-captioning pipelines turn it into seconds.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import tempfile
@@ -21,14 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, Pipeline
+from transformers import AutoModelForImageTextToText, GenerationConfig, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
 
-from .evaluation.dense_captioning import DENSE_CAPTIONING_PROMPT, parse_dense_captions
-from .evaluation.grounding import grounding_prompt
 from .temporal import frame_span_to_seconds, parse_frame_span
 from .video_io import VideoDecodeError, sample_frame_indices, sample_video
 
 __all__ = [
+    "PIPELINE_CLASSES",
     "VideoDenseCaptioningPipeline",
     "VideoQuestionAnsweringPipeline",
     "VideoTemporalGroundingPipeline",
@@ -253,7 +254,7 @@ class VideoTemporalGroundingPipeline(VideoQuestionAnsweringPipeline):
         query = item.pop("query", query)
         if query is None or not str(query).strip():
             raise ValueError("the grounding query is empty: pass `query=` (a sentence describing the moment)")
-        item["question"] = grounding_prompt(str(query))
+        item["question"] = _protocol("grounding").grounding_prompt(str(query))
         item["query"] = str(query).strip()
         return item
 
@@ -287,7 +288,7 @@ class VideoDenseCaptioningPipeline(VideoQuestionAnsweringPipeline):
     """Every event of a video with its time: `{"events": [{"caption", "start", "end", "frame_span"}]}`."""
 
     def __call__(self, videos: Any, **kwargs):
-        return super().__call__(videos, question=DENSE_CAPTIONING_PROMPT, **kwargs)
+        return super().__call__(videos, question=_protocol("dense_captioning").DENSE_CAPTIONING_PROMPT, **kwargs)
 
     def preprocess(self, item: dict, fps: float | None = None) -> dict:
         inputs = super().preprocess(item, fps)
@@ -299,11 +300,23 @@ class VideoDenseCaptioningPipeline(VideoQuestionAnsweringPipeline):
         result = super().postprocess(model_outputs, return_trajectories)
         num_frames, duration = self.model.config.num_frames, model_outputs["duration"]
         events = []
-        for start_index, end_index, caption in parse_dense_captions(result["answer"]):
+        for start_index, end_index, caption in _protocol("dense_captioning").parse_dense_captions(result["answer"]):
             span = (min(start_index, num_frames - 1), min(end_index, num_frames - 1))
             start, end = frame_span_to_seconds(*span, duration, num_frames)
             events.append({"caption": caption, "start": start, "end": end, "frame_span": span})
         return {**result, "events": events}
+
+
+def _protocol(name: str):
+    """The evaluation protocol (prompt, parser) a task shares with `pite evaluate`.
+
+    Imported by name: this file is also shipped as a checkpoint's remote code, which holds flat modules
+    only, so there the grounding and dense-captioning tasks need the installed package.
+    """
+    try:
+        return importlib.import_module(f"modeling_pite.evaluation.{name}")
+    except ImportError as error:
+        raise ImportError(f"this task needs the `pite` package (modeling_pite.evaluation.{name}): {error}") from error
 
 
 def _cut_at_eos(token_ids: list[int], eos_token_id: int | list[int] | None) -> list[int]:
@@ -346,16 +359,16 @@ def _minimal_noun_phrases(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), m.group(0)) for m in pattern.finditer(text)]
 
 
+PIPELINE_CLASSES = {
+    "video-qa": VideoQuestionAnsweringPipeline,
+    "video-temporal-grounding": VideoTemporalGroundingPipeline,
+    "video-dense-captioning": VideoDenseCaptioningPipeline,
+}
+
+
 def register_pipelines() -> None:
     """Register the three tasks with transformers' `pipeline()` (done on `import modeling_pite`)."""
-    from transformers import AutoModelForImageTextToText
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    for task, pipeline_class in (
-        ("video-qa", VideoQuestionAnsweringPipeline),
-        ("video-temporal-grounding", VideoTemporalGroundingPipeline),
-        ("video-dense-captioning", VideoDenseCaptioningPipeline),
-    ):
+    for task, pipeline_class in PIPELINE_CLASSES.items():
         PIPELINE_REGISTRY.register_pipeline(
             task, pipeline_class=pipeline_class, pt_model=AutoModelForImageTextToText, type="multimodal"
         )

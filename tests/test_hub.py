@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ def test_card_names_every_stage_and_metric_and_parses_back(tmp_path):
         assert BENCHMARKS[benchmark_key].dataset_name in text
         for metric in metrics:
             assert f"| {metric} |" in text
-    assert 'pipeline("video-qa", model="someone/pite-7b")' in text
+    assert 'pipeline("video-qa", model="someone/pite-7b", trust_remote_code=True)' in text
     card.save(tmp_path / "README.md")
     data = ModelCard.load(tmp_path / "README.md").data
     parsed = {(r.dataset_type, r.dataset_config, r.metric_name): r.metric_value for r in data.eval_results}
@@ -110,3 +112,28 @@ def test_push_to_hub_is_one_upload_with_the_users_token(tmp_path, tiny_model_and
     assert calls[1] == ("create_repo", "someone/tiny-pite", True, True)
     assert [call[0] for call in calls].count("upload_folder") == 1
     assert {"README.md", "config.json", "model.safetensors", "processor_config.json"} <= calls[2][2]
+
+
+@pytest.mark.slow
+def test_pushed_folder_runs_the_pipeline_without_the_package(tmp_path, tiny_model_and_processor):
+    """`trust_remote_code` users: the folder's own code (model, processor, pipelines) in a fresh interpreter."""
+    model, processor = tiny_model_and_processor
+    folder = save_for_hub(model, processor, tmp_path / "tiny-pite")
+    assert not hasattr(model.config, "custom_pipelines") and "_auto_class" not in vars(processor)  # untouched
+    assert {"pipelines.py", "processing_pite.py", "modeling_pite.py", "video_io.py"} <= {
+        p.name for p in folder.iterdir()
+    }
+    frames = np.zeros((10, 32, 32, 3), np.uint8)
+    np.save(tmp_path / "frames.npy", frames)
+    script = f"""
+import sys
+import numpy as np
+sys.modules["modeling_pite"] = sys.modules["processing"] = None  # as if `pite` were not installed
+from transformers import pipeline
+qa = pipeline("video-qa", model={str(folder)!r}, trust_remote_code=True)
+out = qa(np.load({str(tmp_path / "frames.npy")!r}), question="What color is the shape?", max_new_tokens=4)
+print(type(qa).__module__.startswith("transformers_modules"), isinstance(out["answer"], str))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["True", "True"]
