@@ -354,9 +354,14 @@ def _noun_phrases(extractor, text: str) -> list[tuple[int, int, str]]:
 
 
 def _minimal_noun_phrases(text: str) -> list[tuple[int, int, str]]:
-    """Fallback without the annotation package: runs of words that follow a determiner."""
-    pattern = re.compile(r"\b(?:a|an|the|this|that|his|her|its|their)\s+(?:[A-Za-z]+\s+){0,2}?[A-Za-z]+\b", re.I)
-    return [(m.start(), m.end(), m.group(0)) for m in pattern.finditer(text)]
+    """Fallback without the annotation package: a determiner and up to three words, cut at function words."""
+    return [(m.start(), m.end(), m.group(0)) for m in _MINIMAL_PHRASE.finditer(text)]
+
+
+_FUNCTION_WORDS = r"(?:is|are|was|were|be|has|have|and|or|but|to|of|in|on|at|from|with|by|into|near|then|while)\b"
+_MINIMAL_PHRASE = re.compile(
+    rf"\b(?:a|an|the|this|that|his|her|its|their)(?:\s+(?!{_FUNCTION_WORDS})[A-Za-z]+){{1,3}}", re.IGNORECASE
+)
 
 
 PIPELINE_CLASSES = {

@@ -13,7 +13,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, pipeline
 
 import modeling_pite  # noqa: F401  (registers the pipelines)
 from modeling_pite import PiteConfig, PiteForConditionalGeneration, PiteProcessor, PiteVideoProcessor
-from modeling_pite.pipelines import VideoQuestionAnsweringPipeline
+from modeling_pite.pipelines import VideoQuestionAnsweringPipeline, _noun_phrases, _phrase_extractor
 from modeling_pite.video_io import VideoDecodeError, sample_frame_indices
 from processing.video_writer import write_video
 
@@ -219,3 +219,11 @@ def test_registered_on_import(tiny_checkpoint):
 
     assert PIPELINE_REGISTRY.check_task("video-qa")[1]["impl"] is VideoQuestionAnsweringPipeline
     assert {"video-temporal-grounding", "video-dense-captioning"} <= set(PIPELINE_REGISTRY.get_supported_tasks())
+
+
+def test_noun_phrases_with_and_without_the_annotation_chunker():
+    answer = "The red circle is near a blue box."
+    with_chunker = [phrase for _, _, phrase in _noun_phrases(_phrase_extractor(), answer)]
+    fallback = _noun_phrases(None, answer)  # remote-code installs without the `processing` package
+    assert with_chunker == [phrase for _, _, phrase in fallback] == ["The red circle", "a blue box"]
+    assert all(answer[begin:end] == phrase for begin, end, phrase in fallback)
