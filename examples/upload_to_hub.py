@@ -25,6 +25,11 @@ def main() -> None:
     parser.add_argument("--results-source", help="where the results come from (shown on the card)")
     parser.add_argument("--token", default=None, help="Hub token; default: the logged-in user's")
     parser.add_argument("--private", action="store_true")
+    parser.add_argument(
+        "--no-pipeline-code",
+        action="store_true",
+        help="do not ship the pipelines' code (then `pipeline(...)` works without trust_remote_code for pite users)",
+    )
     args = parser.parse_args()
 
     model = AutoModelForImageTextToText.from_pretrained(args.model)
@@ -38,7 +43,15 @@ def main() -> None:
         num_frames=model.config.num_frames,
         num_points=model.config.num_trajectory_points,
     )
-    commit = push_to_hub(model, processor, args.repo_id, card=card, token=args.token, private=args.private)
+    commit = push_to_hub(
+        model,
+        processor,
+        args.repo_id,
+        card=card,
+        token=args.token,
+        private=args.private,
+        pipeline_code=not args.no_pipeline_code,
+    )
     print(f"uploaded: {commit}")
 
 

@@ -318,9 +318,13 @@ def push_to_hub(
     card: ModelCard | None = None,
     token: str | None = None,
     private: bool = False,
+    pipeline_code: bool = True,
     commit_message: str = "Upload PiTe model, processor and model card",
 ) -> Any:
-    """Save model + processor + card to a temporary folder and upload it with one `upload_folder` call."""
+    """Save model + processor + card to a temporary folder and upload it with one `upload_folder` call.
+
+    `token` is the user's Hub token (default: the logged-in user's); see `save_for_hub` for `pipeline_code`.
+    """
     if card is None:
         card = create_model_card(
             repo_id.split("/")[-1],
@@ -331,5 +335,5 @@ def push_to_hub(
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_for_hub(model, processor, Path(tmp) / repo_id.split("/")[-1], card)
+        folder = save_for_hub(model, processor, Path(tmp) / repo_id.split("/")[-1], card, pipeline_code=pipeline_code)
         return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
