@@ -449,3 +449,19 @@ def test_cached_step_matches_the_full_forward():
         step = model(input_ids=torch.tensor([[77]]), cache=prefix.cache)
     torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1])
     torch.testing.assert_close(step.trajectories[:, -1], full.trajectories[:, -1])
+
+
+def test_rows_without_a_video_and_bfloat16():
+    model = tiny_model().to(torch.bfloat16)
+    with_video = video_batch(batch_size=1)
+    text_only = torch.randint(
+        4, 256, (1, with_video["input_ids"].shape[1]), generator=torch.Generator().manual_seed(3)
+    )
+    input_ids = torch.cat([with_video["input_ids"], text_only])  # 2 rows, 1 video
+    localization, trajectory = coordinate_targets(input_ids)
+    outputs = model(input_ids=input_ids, pixel_values_videos=with_video["pixel_values_videos"],
+                    labels=text_labels(input_ids), localization_targets=localization,
+                    trajectory_targets=trajectory)  # fmt: skip
+    assert outputs.logits.dtype == outputs.trajectories.dtype == torch.bfloat16
+    assert outputs.video_hidden_states.shape == (1, FRAMES, 64)
+    assert torch.isfinite(outputs.loss) and outputs.loss.dtype == torch.float32
