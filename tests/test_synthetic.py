@@ -137,20 +137,30 @@ def test_object_mask_is_the_visible_part():
 
 def test_keypoint_trajectories_follow_the_object():
     spec = _crossing_spec()
+    sampled = spec.sampled_frame_times(100)
     trajectories = spec.keypoint_trajectories(1, 1.5)
     assert trajectories.shape == (3, 100, 2)
-    sampled = spec.sampled_frame_times(100)
-    absent = ~spec.objects[1].present(sampled)
-    assert (trajectories[:, absent] == -1).all()
+    assert (trajectories[:, ~spec.objects[1].present(sampled)] == -1).all()
     seen = (trajectories != -1).all(axis=2)
     assert ((trajectories[seen] >= 0) & (trajectories[seen] <= 1)).all()
-    # while the circle is whole, the keypoints' mean moves with its centre
-    whole = [n for n, t in enumerate(sampled) if spec.object_mask(1, t).sum() == spec.objects[1].mask.sum()]
-    assert whole
-    for n in whole:
-        ys, xs = np.nonzero(spec.object_mask(1, sampled[n]))
-        pixels = normalized_to_pixels(trajectories[:, n], 64, 64)
-        assert np.abs(pixels.mean(axis=0) - [xs.mean(), ys.mean()]).max() < 2.0
+    # keypoints are points on the object: they move exactly as the sprite does
+    whole = [n for n, t in enumerate(sampled) if spec.visible_area(1, [t])[0] == spec.objects[1].mask.sum()]
+    assert len(whole) > 2 and seen[:, whole].all()
+    pixels = normalized_to_pixels(trajectories[:, whole], 64, 64)
+    moved = spec.objects[1].offset(sampled[whole]) - spec.objects[1].offset(sampled[whole[0]])
+    np.testing.assert_allclose(pixels - pixels[:, :1], np.broadcast_to(moved, pixels.shape), atol=1e-4)
+    ys, xs = np.nonzero(spec.object_mask(1, sampled[whole[0]]))
+    assert np.abs(pixels[:, 0].mean(axis=0) - [xs.mean(), ys.mean()]).max() < 2.0
+    # the still square: hidden keypoints while the circle passes over it, fixed ones otherwise
+    square = spec.keypoint_trajectories(0, 0.0)
+    clear = np.array([spec.visible_area(0, [t])[0] == 256 for t in sampled])
+    assert (square[:, clear] == square[:, :1]).all()
+    assert (square[:, ~clear] == -1).any() and not (square[:, ~clear] == -1).all()
+    # an event span blanks the frames outside it
+    inside = (sampled >= 1.5) & (sampled <= 2.0)
+    spanned = spec.keypoint_trajectories(1, 1.5, span=(1.5, 2.0))
+    assert (spanned[:, ~inside] == -1).all()
+    np.testing.assert_array_equal(spanned[:, inside], trajectories[:, inside])
     assert np.allclose(normalized_to_pixels(pixels_to_normalized([3.0, 4.0], 64, 64), 64, 64), [3.0, 4.0])
 
 
@@ -183,8 +193,10 @@ def test_localized_narrative_word_points_land_on_objects(world):
         utterances = [(u["utterance"], u["start_time"], u["end_time"]) for u in record["timed_caption"]]
         points = dict(word_points(record["caption"], utterances, trace))
         for index, obj in enumerate(spec.objects):
-            begin = record["caption"].index(f"a {obj.name}")
-            for word_start in (begin, begin + 2, begin + 3 + len(obj.color)):  # "a", colour, shape
+            article = "an" if obj.color == "orange" else "a"
+            begin = record["caption"].index(f"{article} {obj.name}")
+            colour_start = begin + len(article) + 1
+            for word_start in (begin, colour_start, colour_start + len(obj.color) + 1):  # article, colour, shape
                 span = next(s for s in points if s[0] == word_start)
                 x, y = np.round(normalized_to_pixels(points[span], spec.width, spec.height)).astype(int)
                 assert spec.object_mask(index, 0.0)[y, x], (record["caption"], obj.name)

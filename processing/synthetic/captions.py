@@ -60,6 +60,10 @@ class QAItem:
     type: str
 
 
+def _indefinite(name: str) -> str:
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def _sentence(parts: list[tuple[str, int | None]]) -> tuple[str, list[Phrase]]:
     """Join `(text, object_index or None)` parts into a capitalised sentence with its phrases."""
     text, phrases = "", []
@@ -96,7 +100,7 @@ def _path_events(spec: VideoSpec, index: int) -> list[Event]:
         (t0, *p0), (t1, *p1) = keyframes[k], keyframes[k + 1]
         p0, p1 = np.array(p0), np.array(p1)
         direction = _direction(p1 - p0)
-        noun = f"{'a' if k == 0 else 'the'} {obj.name}"
+        noun = _indefinite(obj.name) if k == 0 else f"the {obj.name}"
         if k == 0 and direction and not _in_frame(spec, obj.size, p0):
             kind, verb = "enter", f" enters {_ENTER_WORDS[direction]}"
         elif k == last and direction and not _in_frame(spec, obj.size, p1):
@@ -247,7 +251,7 @@ def localized_narrative(
         if index:
             parts.append((" and " if index == len(spec.objects) - 1 else ", ", None))
         location = _location(spec, obj.center(0.0))
-        parts.append((f"a {obj.name} {location}", index))
+        parts.append((f"{_indefinite(obj.name)} {location}", index))
     caption, phrases = _sentence(parts)
 
     words = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(caption)]

@@ -97,7 +97,11 @@ def stage2_record(
                     "char_span": list(phrase.char_span),
                     "trajectory": np.round(
                         spec.keypoint_trajectories(
-                            phrase.object_index, reference_time(spec, event, phrase), num_points, num_frames
+                            phrase.object_index,
+                            reference_time(spec, event, phrase),
+                            num_points,
+                            num_frames,
+                            span=(event.start, event.end),
                         ),
                         5,
                     ).tolist(),

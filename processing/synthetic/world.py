@@ -306,14 +306,17 @@ class VideoSpec:
         t0: float,
         num_points: int = 3,
         num_frames: int = 100,
-        normalized: bool = True,
+        span: tuple[float, float] | None = None,
+        min_visible_fraction: float = 0.5,
     ) -> np.ndarray:
-        """`[P, N, 2]` keypoint trajectories of an object, the way the annotation pipeline defines them.
+        """`[P, N, 2]` keypoint trajectories in [0, 1] of an object, as the annotation pipeline defines them.
 
-        The object's visible pixels at `t0` (its whole shape when none are visible then) are split into
-        `num_points` groups by k-means++; keypoint p at each of the N sampled frames is the mean position
-        of its group's visible pixels there, -1 where none is visible. Keypoints are ordered by their
-        position at `t0` (top to bottom, then left to right).
+        The object's visible pixels at `t0` (its whole shape when none is visible then) are split into
+        `num_points` groups by k-means++; keypoint p is its group's centroid, carried along with the
+        object, at each of the N sampled frames. It is (-1, -1) where fewer than `min_visible_fraction`
+        of the group's pixels are visible, where it falls outside the frame, and, given `span`
+        (seconds, an event), at frames outside `[start, end]`. Keypoints are ordered by their position
+        at `t0`: top to bottom, then left to right.
         """
         from sklearn.cluster import KMeans
 
@@ -330,15 +333,14 @@ class VideoSpec:
             labels = KMeans(num_clusters, init="k-means++", n_init=1, random_state=0).fit_predict(pixels)
         centres = np.stack([pixels[labels == c].mean(axis=0) for c in range(num_clusters)])
         order = np.lexsort((centres[:, 0], centres[:, 1]))
-        positions, visible = self.track_points(object_index, pixels, t0, self.sampled_frame_times(num_frames))
-        result = np.full((num_points, num_frames, 2), -1.0)
-        for p, cluster in enumerate(order):
-            members = labels == cluster
-            count = visible[:, members].sum(axis=1)
-            total = (positions[:, members] * visible[:, members, None]).sum(axis=1)
-            seen = count > 0
-            mean = total[seen] / count[seen, None]
-            result[p, seen] = pixels_to_normalized(mean, self.width, self.height) if normalized else mean
+        times = self.sampled_frame_times(num_frames)
+        _, visible = self.track_points(object_index, pixels, t0, times)
+        positions, _ = self.track_points(object_index, centres[order], t0, times)
+        normalized = pixels_to_normalized(positions, self.width, self.height)  # [N, P', 2]
+        keep = np.stack([visible[:, labels == cluster].mean(axis=1) >= min_visible_fraction for cluster in order], 1)
+        keep &= np.all((normalized >= 0) & (normalized <= 1), axis=2)
+        if span is not None:
+            keep &= ((times >= span[0] - _TIME_EPS) & (times <= span[1] + _TIME_EPS))[:, None]
+        result = np.where(keep[..., None], normalized, -1.0).transpose(1, 0, 2)
         # fewer pixels than points (a sliver): repeat the last keypoint so the shape stays [P, N, 2]
-        result[num_clusters:] = result[num_clusters - 1]
-        return result
+        return np.concatenate([result, np.repeat(result[-1:], num_points - num_clusters, axis=0)])
