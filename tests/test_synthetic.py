@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from modeling_pite.evaluation.dense_captioning import parse_dense_captions
 from modeling_pite.temporal import parse_frame_span, seconds_to_frame_index
 from modeling_pite.video_io import sample_video
 from processing.instruction_data import load_instruction_data
-from processing.localized_narratives import word_points
+from processing.localized_narratives import load_localized_narratives, word_points
 from processing.synthetic import (
     ObjectSpec,
     VideoSpec,
@@ -186,6 +187,8 @@ def test_event_captions_match_the_motion():
 def test_localized_narrative_word_points_land_on_objects(world):
     records = [json.loads(line) for line in world.files["stage1"].read_text().splitlines()]
     assert len(records) == len(world.images)
+    loaded = load_localized_narratives(world.files["stage1"])
+    assert len(loaded) == len(records) and all(Path(r["video"]).is_file() for r in loaded)
     for record in records:
         spec = world.images[record["image_id"]]
         assert (world.output_dir / record["image"]).is_file()
@@ -247,3 +250,9 @@ def test_bad_specs_are_refused():
         ObjectSpec("red", "circle", 8, [(1, 1, 1), (0, 1, 1)], texture_seed=0)
     with pytest.raises(ValueError, match="even"):
         sample_video_spec(np.random.default_rng(0), "odd", 63, 64)
+
+
+def test_any_even_size():
+    spec = sample_video_spec(np.random.default_rng(0), "wide", 320, 180, fps=5.0, duration_range=(3.0, 3.0))
+    assert spec.num_frames == 15 and spec.render_frame(1.0).shape == (180, 320, 3)
+    assert all(10 <= obj.size <= 180 for obj in spec.objects)
