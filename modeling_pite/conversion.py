@@ -289,7 +289,10 @@ def convert_original(
     text_config = AutoConfig.from_pretrained(release.base_model)
     text_config.vocab_size = state_dict["model.embed_tokens.weight"].shape[0]
     text_config.pad_token_id = tokenizer.pad_token_id
+    clip_weights = load_pretrained_weights(release.clip_model)
     vision_config = CLIPVisionConfig.from_pretrained(release.clip_model)
+    # a full CLIPModel config keeps projection_dim at its top level; the weights say what it is
+    vision_config.projection_dim = clip_weights["visual_projection.weight"].shape[0]
     config = PiteConfig(
         vision_config=vision_config,
         text_config=text_config,
@@ -305,7 +308,6 @@ def convert_original(
         new_key = rename_original_key(key)
         if new_key is not None:
             renamed[new_key] = value
-    clip_weights = load_pretrained_weights(release.clip_model)
     for key, value in clip_weights.items():
         if key.startswith(("vision_model.", "visual_projection.")):  # a full CLIPModel also has the text tower
             renamed[f"model.vision_tower.{key}"] = value.to(dtype)

@@ -9,7 +9,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import nn
 from transformers import (
-    CLIPVisionConfig,
+    CLIPConfig,
+    CLIPModel,
     CLIPVisionModelWithProjection,
     LlamaConfig,
     LlamaForCausalLM,
@@ -81,16 +82,15 @@ def _original_release(root):
     torch.manual_seed(0)
     LlamaForCausalLM(llama_config).save_pretrained(root / "vicuna-7b-v1.5")
     tokenizer.save_pretrained(root / "vicuna-7b-v1.5")
-    clip_config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
+    # openai/clip-vit-large-patch14 is a full CLIPModel (text tower too); the original reads its vision half
+    clip_config = CLIPConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8, "projection_dim": FEATURE_DIM},  # as in the real config.json
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 64},
         projection_dim=FEATURE_DIM,
-    )
-    CLIPVisionModelWithProjection(clip_config).save_pretrained(root / "clip-vit-large-patch14")
+    )  # fmt: skip
+    CLIPModel(clip_config).save_pretrained(root / "clip-vit-large-patch14")
     (root / "clip-vit-large-patch14" / "preprocessor_config.json").write_text(
         json.dumps(
             {
