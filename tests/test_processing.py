@@ -197,3 +197,25 @@ def test_post_processing(processor, tiny_tokenizer):
     decoded = processor.post_process_video_text_to_text(ids)
     assert [d.replace(" ", "") for d in decoded] == [a.replace(" ", "") for a in answers]
     assert processor.post_process_grounding(decoded) == [(12, 40), None]
+
+
+def test_processor_output_runs_through_the_tiny_model(tiny_tokenizer, video_path):
+    from modeling_pite import PiteConfig, PiteForConditionalGeneration
+
+    config = PiteConfig.from_preset("tiny")
+    video_processor = PiteVideoProcessor(
+        num_frames=config.num_frames, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    processor = PiteProcessor(video_processor, tiny_tokenizer)
+    assert processor.video_token_id == config.video_token_id
+    inputs = processor.apply_chat_template(
+        conversation({"path": str(video_path)}),
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+        return_tensors="pt",
+    )
+    labels = inputs["input_ids"].masked_fill(inputs.pop("assistant_masks") == 0, -100)
+    torch.manual_seed(0)
+    output = PiteForConditionalGeneration(config)(**inputs, labels=labels)
+    assert output.logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(output.loss)
