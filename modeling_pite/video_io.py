@@ -203,7 +203,7 @@ def sample_video(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     path = Path(path)
     with _open(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         table = _FrameTable.scan(container, stream)
         if not len(table):
             raise VideoDecodeError(path, "the video stream holds no frames")
@@ -217,7 +217,7 @@ def sample_video(
                 decoded = _sample_by_pts(container, stream, table, targets, size)
     if decoded is None:  # no usable timestamps or keyframe index: decode from the start and count frames
         with _open(path) as container:
-            decoded = _sample_by_count(container, container.streams.video[0], targets, size)
+            decoded = _sample_by_count(container, _video_stream(container), targets, size)
     frames_by_index, corrupt, converter = decoded
     if not frames_by_index:
         raise VideoDecodeError(path, "no frame could be decoded (corrupt or truncated file)")
@@ -245,10 +245,18 @@ def _open(path: Path) -> av.container.InputContainer:
         container = av.open(str(path))
     except av.FFmpegError as error:
         raise VideoDecodeError(path, f"not a readable video file ({error})") from error
-    if not container.streams.video:
+    if _video_stream(container) is None:
         container.close()
         raise VideoDecodeError(path, "the file has no video stream")
     return container
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The first real video stream: cover art (an `attached_pic` "video" stream of one image) does not count."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
 
 
 def _segment(path: Path, table: _FrameTable, start: float | None, end: float | None) -> np.ndarray:
