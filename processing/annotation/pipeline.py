@@ -273,7 +273,8 @@ class Annotator:
             return []
 
         clock = time.perf_counter()
-        tracks = self.tracker(frames, np.concatenate([points for _, points, _ in queries]))
+        groups = np.concatenate([np.full(len(points), i) for i, (_, points, _) in enumerate(queries)])
+        tracks = self.tracker(frames, np.concatenate([points for _, points, _ in queries]), groups)
         timings["tracking"] += time.perf_counter() - clock
 
         clock = time.perf_counter()
