@@ -9,9 +9,10 @@ from .pipelines import register_pipelines
 from .processing_pite import PiteProcessor
 from .video_processing_pite import PiteVideoProcessor
 
-# transformers' convention: AutoModel -> the base model (no heads); the generation classes -> the full model.
+# Every model Auto class gives the full model with its heads. AutoModel too, against transformers' convention
+# (base model): PiTe is used as `AutoModel.from_pretrained("pite-7b")`, and the heads are the point of PiTe.
 AutoConfig.register("pite", PiteConfig)
-AutoModel.register(PiteConfig, PiteModel)
+AutoModel.register(PiteConfig, PiteForConditionalGeneration)
 AutoModelForImageTextToText.register(PiteConfig, PiteForConditionalGeneration)
 AutoModelForMultimodalLM.register(PiteConfig, PiteForConditionalGeneration)
 AutoVideoProcessor.register(PiteConfig, PiteVideoProcessor)

@@ -2,7 +2,9 @@
 
 Layout (as transformers' video VLMs): `PiteModel` = frozen CLIP vision tower (one projected CLS token per
 frame) + linear visual adapter + decoder language model; `PiteForConditionalGeneration` adds `lm_head` and
-the two coordinate heads that read the same last hidden state.
+the two coordinate heads that read the same last hidden state. Unlike transformers' convention, `AutoModel`
+maps to `PiteForConditionalGeneration`: PiTe's users load it with `AutoModel.from_pretrained` and expect the
+heads (`PiteModel` stays the importable base model).
 
 This file is copied next to the weights by `save_pretrained` (trust_remote_code loading), so it imports
 nothing but torch, transformers and `.configuration_pite`.
@@ -28,9 +30,10 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_pite import PiteConfig
 
 # Written into `config.json` on save so every Auto class loads the folder with `trust_remote_code=True`.
+# `AutoModel` gives the full model with its heads, as the in-process registration does (see `__init__.py`).
 AUTO_MAP = {
     "AutoConfig": "configuration_pite.PiteConfig",
-    "AutoModel": "modeling_pite.PiteModel",
+    "AutoModel": "modeling_pite.PiteForConditionalGeneration",
     "AutoModelForImageTextToText": "modeling_pite.PiteForConditionalGeneration",
     "AutoModelForMultimodalLM": "modeling_pite.PiteForConditionalGeneration",
 }

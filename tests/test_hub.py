@@ -8,7 +8,7 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
-from modeling_pite import PiteConfig, PiteForConditionalGeneration, PiteModel, PiteProcessor, PiteVideoProcessor, hub
+from modeling_pite import PiteConfig, PiteForConditionalGeneration, PiteProcessor, PiteVideoProcessor, hub
 from modeling_pite.hub import (
     BENCHMARKS,
     REPORTED_RESULTS,
@@ -72,7 +72,7 @@ def test_push_folder_is_complete_and_loads_back(tmp_path, tiny_model_and_process
 
     loaded = AutoModelForImageTextToText.from_pretrained(folder).eval()
     assert isinstance(loaded, PiteForConditionalGeneration)
-    assert isinstance(AutoModel.from_pretrained(folder), PiteModel)
+    assert isinstance(AutoModel.from_pretrained(folder), PiteForConditionalGeneration)  # AutoModel: full model
     loaded_processor = AutoProcessor.from_pretrained(folder)
     assert isinstance(loaded_processor, PiteProcessor) and loaded_processor.chat_template == processor.chat_template
     inputs = loaded_processor(

@@ -382,18 +382,17 @@ def test_save_and_auto_load_give_identical_outputs(tmp_path):
         model.trajectory_head.bias.add_(torch.randn_like(model.trajectory_head.bias))
     model.save_pretrained(tmp_path)
     inputs = video_batch()
-    for auto_class in (AutoModelForImageTextToText, AutoModelForMultimodalLM):
-        loaded = auto_class.from_pretrained(tmp_path).eval()
+    # AutoModel too gives the full model with its heads (PiTe's usage: `AutoModel.from_pretrained("pite-7b")`)
+    for auto_class in (AutoModel, AutoModelForImageTextToText, AutoModelForMultimodalLM):
+        loaded, info = auto_class.from_pretrained(tmp_path, output_loading_info=True)
         assert type(loaded) is PiteForConditionalGeneration
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
         with torch.no_grad():
-            expected, got = model(**inputs), loaded(**inputs)
+            expected, got = model(**inputs), loaded.eval()(**inputs)
         assert torch.equal(got.logits, expected.logits)
         assert torch.equal(got.trajectories, expected.trajectories)
         assert torch.equal(got.localizations, expected.localizations)
-    base = AutoModel.from_pretrained(tmp_path).eval()  # transformers' convention: the base model, no heads
-    assert type(base) is PiteModel
-    with torch.no_grad():
-        torch.testing.assert_close(base(**inputs).last_hidden_state, model.model(**inputs).last_hidden_state)
+    assert isinstance(loaded.model, PiteModel)  # the base model stays importable, as `.model`
 
 
 def test_attention_backend_is_chosen_without_asking(monkeypatch, tmp_path):

@@ -33,15 +33,15 @@ CHILD = textwrap.dedent(
     config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=True)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, trust_remote_code=True).eval()
     multimodal = AutoModelForMultimodalLM.from_pretrained(checkpoint, trust_remote_code=True)
-    base = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
+    auto = AutoModel.from_pretrained(checkpoint, trust_remote_code=True).eval()
     assert type(config).__name__ == "PiteConfig", type(config)
-    assert type(model).__name__ == type(multimodal).__name__ == "PiteForConditionalGeneration"
-    assert type(base).__name__ == "PiteModel", type(base)
+    assert type(model).__name__ == type(multimodal).__name__ == type(auto).__name__ == "PiteForConditionalGeneration"
     with torch.no_grad():
-        outputs = model(**inputs)
+        outputs, auto_outputs = model(**inputs), auto(**inputs)
     generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert not [name for name in sys.modules if name.split(".")[0] in ("modeling_pite", "processing")]
     save_file({"logits": outputs.logits, "trajectories": outputs.trajectories.contiguous(),
+               "auto_logits": auto_outputs.logits, "auto_trajectories": auto_outputs.trajectories.contiguous(),
                "generated": generated}, outputs_file)
     """
 )
@@ -71,4 +71,6 @@ def test_checkpoint_loads_with_trust_remote_code_in_a_fresh_process(tmp_path):
         local = model(**inputs)
     assert torch.equal(remote["logits"], local.logits)
     assert torch.equal(remote["trajectories"], local.trajectories)
+    assert torch.equal(remote["auto_logits"], local.logits)  # AutoModel: the full model, heads included
+    assert torch.equal(remote["auto_trajectories"], local.trajectories)
     assert torch.equal(remote["generated"], model.generate(**inputs, max_new_tokens=5, do_sample=False))
