@@ -147,7 +147,7 @@ def trajectory_loss_peak(variant: str, length: int, hidden: int, batch: int, gro
     targets = torch.full((batch, length, 3, 100, 2), -1.0)
     rows = torch.rand(batch, length) < grounded
     targets[rows] = torch.rand(int(rows.sum()), 3, 100, 2)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_kib()
     if variant == "where_needed":
         loss = model.coordinate_loss(model.trajectory_head, hidden_states, targets)
     else:  # the head at every position, then the same masked mean
@@ -156,7 +156,17 @@ def trajectory_loss_peak(variant: str, length: int, hidden: int, batch: int, gro
         predictions = model.trajectory_head(hidden_states[:, :-1]).view_as(shifted)
         loss = ((predictions - shifted).abs() * valid).sum() / valid.sum()
     loss.backward()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    return (_peak_rss_kib() - before) / 1024
+
+
+def _peak_rss_kib() -> int:
+    """This process's resident-set high-water mark (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def memory(args) -> dict:
@@ -187,12 +197,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 1 keeps timings stable on a shared small CPU machine"
+    )
     parser.add_argument("--memory-variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.memory_variant:
         print(trajectory_loss_peak(args.memory_variant, length=2048, hidden=4096, batch=4, grounded=0.05))
         return
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     results = {"throughput": throughput(args), "trajectory_loss_memory": memory(args)}
     results["machine"] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
