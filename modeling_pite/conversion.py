@@ -35,8 +35,6 @@ from .video_processing_pite import PiteVideoProcessor
 
 logger = logging.getLogger(__name__)
 
-# Module names of the original model (under its inner `model.`).
-ORIGINAL_EXTRA_MODULES = ("vision_adapter", "localization_projector", "trajectory_projector")
 VIDEO_TOKEN = "<video>"
 # The original code hard-codes 3 points x 100 frames in its trajectory head.
 ORIGINAL_NUM_POINTS, ORIGINAL_NUM_FRAMES = 3, 100
@@ -156,7 +154,6 @@ class LoraStage:
                 raise ValueError(f"{path}: {module} has lora_{''.join(pair)} but not both lora_A and lora_B")
             rank = pair["A"].shape[0]
             alpha = _pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8))
-            rank = _pattern_value(config.get("rank_pattern") or {}, module, rank)
             scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
             stage.updates[module] = (pair["A"], pair["B"], scaling)
         return stage
@@ -175,7 +172,7 @@ class LoraStage:
 
 
 def _pattern_value(pattern: dict[str, float], module: str, default: float) -> float:
-    """peft's `rank_pattern`/`alpha_pattern`: the first key that the module name ends with."""
+    """peft's `alpha_pattern`: the first key that the module name ends with (the rank is the tensors')."""
     return next((value for key, value in pattern.items() if module == key or module.endswith(f".{key}")), default)
 
 
