@@ -8,9 +8,11 @@ import sys
 
 # sub-command -> module that defines `add_subparser(subparsers)`; the sub-parser sets `func=...`.
 COMMAND_MODULES: dict[str, str] = {
+    "annotate": "processing.annotation.cli",
     "evaluate": "modeling_pite.evaluation.cli",
     "convert-original": "modeling_pite.conversion",
     "extract-features": "modeling_pite.feature_extraction",
+    "demo": "processing.demo",
 }
 
 

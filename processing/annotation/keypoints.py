@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 __all__ = ["assign_to_keypoints", "keypoint_centres", "keypoint_trajectories"]
 
 
-def keypoint_centres(mask: np.ndarray, num_keypoints: int = 3, seed: int = 0, max_pixels: int = 2000) -> np.ndarray:
+def keypoint_centres(mask: np.ndarray, num_keypoints: int = 3, seed: int = 0, max_pixels: int = 1000) -> np.ndarray:
     """k-means++ centres `[P, 2]` (pixel (x, y)) of the mask's pixels, ordered top to bottom, left to right.
 
     Uses `n_init=10` (scikit-learn's default "auto" runs k-means++ once) on at most `max_pixels`
@@ -32,11 +33,10 @@ def keypoint_centres(mask: np.ndarray, num_keypoints: int = 3, seed: int = 0, ma
     if len(pixels) < num_keypoints:
         centres = pixels[np.arange(num_keypoints) % len(pixels)]
     else:
-        centres = (
-            KMeans(n_clusters=num_keypoints, init="k-means++", n_init=10, random_state=seed)
-            .fit(pixels)
-            .cluster_centers_
-        )
+        # one OpenMP thread: on a few hundred points extra workers only spin (seconds on a busy machine)
+        with threadpool_limits(limits=1):
+            kmeans = KMeans(n_clusters=num_keypoints, init="k-means++", n_init=10, random_state=seed).fit(pixels)
+        centres = kmeans.cluster_centers_
     return centres[np.lexsort((centres[:, 0], centres[:, 1]))]
 
 

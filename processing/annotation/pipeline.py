@@ -235,13 +235,13 @@ class Annotator:
 
         clock = time.perf_counter()
         fps = probe.fps or probe.total_frames / max(probe.duration, 1e-6)
-        native = int(np.floor((event["end"] - event["start"]) * fps)) + 1
-        try:
+        native = round((event["end"] - event["start"]) * fps) + 1
+        try:  # 1 ms of slack: frame times are computed in floating point from the stream's time base
             frames, meta = sample_video(
                 item["video"],
                 max(2, min(native, config.max_track_frames)),
-                start=event["start"],
-                end=event["end"],
+                start=max(0.0, event["start"] - 1e-3),
+                end=event["end"] + 1e-3,
                 size=size,
             )
         except VideoDecodeError as error:
