@@ -114,7 +114,7 @@ def _read_internvid(path: Path, video_root: str | None, ext: str) -> list[dict[s
         times = []
         for field in ("Start_timestamp", "End_timestamp"):
             try:
-                times.append(parse_timestamp(record.get(field, (str, float))))
+                times.append(parse_timestamp(record.get(field, object)))
             except ValueError:
                 record.fail(field, f"expected HH:MM:SS.mmm, got {record.record[field]!r}")
         item = by_video.setdefault(
