@@ -7,7 +7,7 @@
 A small random PiTe (hidden 256, 4 layers, 100 frames of 32 px) and synthetic 2 s clips; every call writes
 exactly `--new-tokens` tokens (min = max), so the runs compare equal work.
 
-    python benchmarks/bench_pipeline.py [--videos 6] [--batch-size 3] [--new-tokens 32] [--repeats 2]
+    python benchmarks/bench_pipeline.py [--videos 6] [--batch-size 3] [--new-tokens 32] [--repeats 2] [--threads 1]
 
 Writes benchmarks/results/bench_pipeline.json.
 """
@@ -80,7 +80,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_checkpoint(Path(tmp) / "pite-small")

@@ -11,8 +11,12 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, pipeline
 
-import modeling_pite  # noqa: F401  (registers the pipelines)
-from modeling_pite import PiteConfig, PiteForConditionalGeneration, PiteProcessor, PiteVideoProcessor
+from modeling_pite import (  # importing the package registers the pipelines
+    PiteConfig,
+    PiteForConditionalGeneration,
+    PiteProcessor,
+    PiteVideoProcessor,
+)
 from modeling_pite.pipelines import VideoQuestionAnsweringPipeline, _noun_phrases, _phrase_extractor
 from modeling_pite.video_io import VideoDecodeError, sample_frame_indices
 from processing.video_writer import write_video
