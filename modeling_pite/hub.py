@@ -7,7 +7,8 @@ The card carries the training recipe (the three stages) in prose and the evaluat
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,25 @@ def _source_line(source: str | None, url: str | None) -> str:
     return f"Source: {source}" if source else ""
 
 
+@contextmanager
+def _remote_code_marked(model: Any, processor: Any) -> Iterator[None]:
+    """While saving: list the pipelines in the config and give this processor instance an `auto_map` entry."""
+    model.config.custom_pipelines = {
+        task: {
+            "impl": f"pipelines.{cls.__name__}",
+            "pt": ["AutoModelForImageTextToText"],
+            "tf": [],
+            "type": "multimodal",
+        }
+        for task, cls in PIPELINE_CLASSES.items()
+    }
+    processor._auto_class = "AutoProcessor"
+    try:
+        yield
+    finally:
+        del model.config.custom_pipelines, processor._auto_class
+
+
 def save_for_hub(
     model: Any, processor: Any, folder: str | Path, card: ModelCard | None = None, *, pipeline_code: bool = True
 ) -> Path:
@@ -283,23 +303,9 @@ def save_for_hub(
     installed; pass `pipeline_code=False` for a folder that only `import modeling_pite` users load.
     """
     folder = Path(folder)
-    if pipeline_code:
-        model.config.custom_pipelines = {
-            task: {
-                "impl": f"pipelines.{cls.__name__}",
-                "pt": ["AutoModelForImageTextToText"],
-                "tf": [],
-                "type": "multimodal",
-            }
-            for task, cls in PIPELINE_CLASSES.items()
-        }
-        processor._auto_class = "AutoProcessor"  # this instance only: save its code and an `auto_map`
-    try:
+    with _remote_code_marked(model, processor) if pipeline_code else nullcontext():
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
-    finally:
-        if pipeline_code:
-            del model.config.custom_pipelines, processor._auto_class
     if pipeline_code:
         custom_object_save(PIPELINE_CLASSES["video-qa"], folder)  # pipelines.py and the modules it imports
     if card is None:
