@@ -125,6 +125,18 @@ def test_fresh_process_answer_trajectories_and_batch(tiny_checkpoint, videos, tm
     assert not np.allclose(first, second, atol=1e-6)  # each video's own trajectory, no mix-up in the batch
 
 
+def test_batch_of_three_equals_three_single_calls(qa, videos):
+    kwargs = dict(question=QUESTION, max_new_tokens=6, return_trajectories=True)  # the model's own (greedy) answers
+    singles = [qa(video, **kwargs) for video in videos]
+    batch = qa(videos, batch_size=3, **kwargs)
+    assert [o["answer"] for o in batch] == [o["answer"] for o in singles]
+    assert [o["video"] for o in batch] == videos
+    for single, batched in zip(singles, batch, strict=True):
+        assert [t["phrase"] for t in single["trajectories"]] == [t["phrase"] for t in batched["trajectories"]]
+        for mine, theirs in zip(single["trajectories"], batched["trajectories"], strict=True):
+            np.testing.assert_allclose(mine["trajectory"], theirs["trajectory"], atol=1e-5)
+
+
 def test_phrase_trajectory_is_the_head_read_at_its_tokens(qa, videos):
     out = qa(videos[0], question=QUESTION, return_trajectories=True, logits_processor=_force(qa, ANSWER))
     phrase = next(t for t in out["trajectories"] if t["phrase"] == "the red circle")
