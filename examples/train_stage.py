@@ -6,7 +6,8 @@ and `PiteTrainingArguments` (every `transformers.TrainingArguments` flag: `--rep
 ...). The output folder receives the merged model + processor (the next stage's `--model_name_or_path`),
 `adapter/` and `non_lora_trainables.safetensors`; see docs/training.md.
 
-Examples (one process; add accelerate flags or `--config_file examples/configs/accelerate_*.yaml`):
+Examples (one process; add accelerate flags or `--config_file examples/configs/accelerate_*.yaml`, e.g.
+`accelerate_cpu_multi.yaml` for 2 gloo processes on a machine without a GPU):
 
     accelerate launch examples/train_stage.py --stage 1 --model_name_or_path pite-7b-init --data_files ln.jsonl \
         --media_folder coco/val2017 --image_template "{image_id:0>12}.jpg" --output_dir out/stage1
@@ -187,7 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     model, processor = build_model_and_processor(model_args, config, dataset)
     model = prepare_stage_model(model, stage_args)
     trainable, total = model.get_nb_trainable_parameters()
-    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+    logger.info(
+        "trainable parameters: %d of %d (%.2f%%); %d process(es)",
+        trainable, total, 100 * trainable / total, training_args.world_size,
+    )  # fmt: skip
 
     collator = PiteDataCollator(
         processor,

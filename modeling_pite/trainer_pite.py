@@ -37,8 +37,9 @@ _COORDINATE_COUNTS = {
 class PiteTrainingArguments(TrainingArguments):
     """`TrainingArguments` with PiTe's published recipe as defaults (AdamW, lr 1e-4, cosine, warmup 3%).
 
-    `bf16` left unset turns on where a CUDA device supports it and stays off on CPU. The collator needs the
-    raw records, so `remove_unused_columns` defaults to False.
+    `bf16` left unset turns on where a CUDA device supports it and stays off on CPU. `use_cpu` turns on by
+    itself on a machine without an accelerator, so several processes launched there train together over
+    gloo instead of each alone. The collator needs the raw records, so `remove_unused_columns` defaults to False.
     """
 
     learning_rate: float = 1e-4
@@ -51,9 +52,22 @@ class PiteTrainingArguments(TrainingArguments):
     save_safetensors: bool = True
 
     def __post_init__(self):
+        if not self.use_cpu and not _has_accelerator():
+            # also what makes torchrun-launched processes on a CPU machine join one gloo group (MULTI_CPU)
+            self.use_cpu = True
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not self.use_cpu)
         super().__post_init__()
+
+
+def _has_accelerator() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return (
+        torch.cuda.is_available()
+        or (mps is not None and mps.is_available())
+        or (xpu is not None and xpu.is_available())
+    )
 
 
 class PiteTrainer(Trainer):
