@@ -337,3 +337,24 @@ def test_two_processes_give_the_same_first_step_loss_as_one(tmp_path, data_dir):
     one, two = first_step_log(tmp_path / "one"), first_step_log(tmp_path / "two")
     for name in ("loss", "lm_loss", "trajectory_loss"):
         assert two[name] == pytest.approx(one[name], abs=1e-5), name
+
+
+def test_resume_from_checkpoint_continues_the_same_run(tmp_path, processor, data_dir):
+    dataset = stage_data(data_dir, 2)
+
+    def trained(folder, max_steps, resume=None):
+        trainer = make_trainer(
+            folder, processor, dataset, 2, per_device_train_batch_size=1, max_steps=max_steps,
+            learning_rate=1e-2, lr_scheduler_type="constant", save_strategy="steps", save_steps=1, warmup_steps=0,
+        )  # fmt: skip
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    straight = trained(tmp_path / "straight", 3)
+    trained(tmp_path / "interrupted", 2)
+    resumed = trained(tmp_path / "interrupted", 3, resume=True)
+    assert resumed.state.global_step == 3 and training_logs(resumed)[-1]["step"] == 3
+    expected = {n: p for n, p in straight.model.named_parameters() if p.requires_grad}
+    for name, parameter in resumed.model.named_parameters():
+        if parameter.requires_grad:
+            torch.testing.assert_close(parameter, expected[name], atol=1e-6, rtol=1e-5, msg=name)
