@@ -412,7 +412,10 @@ def _results(items: list[dict[str, Any]], config: AnnotationConfig, num_workers:
         for item in items:
             yield annotator(item)
         return
-    context = multiprocessing.get_context("spawn")  # no forked torch/OpenCV thread pools
+    # fork shares the parent's imports (a spawned worker re-imports transformers: many seconds); the
+    # parent has not started OpenMP/OpenCV thread pools here, and workers limit themselves to one thread
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with context.Pool(num_workers, initializer=_init_worker, initargs=(config.to_dict(),)) as pool:
         yield from pool.imap(_annotate_in_worker, items)
 

@@ -163,13 +163,15 @@ def _patches(gray: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
     return sampled.reshape(len(points), size * size)
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of matching rows; flat patches (no texture) count as matching."""
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    flat = norms < 1e-3 * a.shape[1]
-    return np.where(flat, 1.0, (a * b).sum(axis=1) / np.maximum(norms, 1e-6))
+def _correlation(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of matching rows. A flat reference patch (an untextured object)
+    cannot be judged and matches anything; a flat current patch under a textured reference does not."""
+    a = reference - reference.mean(axis=1, keepdims=True)
+    b = current - current.mean(axis=1, keepdims=True)
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    floor = 1e-3 * a.shape[1]
+    correlation = (a * b).sum(axis=1) / np.maximum(norm_a * norm_b, 1e-6)
+    return np.where(norm_a < floor, 1.0, np.where(norm_b < floor, 0.0, correlation))
 
 
 class LucasKanadeTracker(_FrameToFrameTracker):
