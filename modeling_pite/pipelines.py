@@ -211,17 +211,20 @@ class VideoQuestionAnsweringPipeline(Pipeline):
     def postprocess(self, model_outputs: dict, return_trajectories: bool = False) -> dict:
         token_ids = model_outputs["generated_ids"][0].tolist()
         token_ids = _cut_at_eos(token_ids, self.model.generation_config.eos_token_id)
-        text, token_spans = _decode_with_spans(self.tokenizer, token_ids)
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         answer = text.strip()
-        offset = len(text) - len(text.lstrip())
         result = {"answer": answer, "video": model_outputs["video"]}
         if return_trajectories:
             result["trajectories"] = self._phrase_trajectories(
-                answer, offset, token_spans, model_outputs["token_trajectories"][0], model_outputs["timestamps"]
+                token_ids, text, model_outputs["token_trajectories"][0], model_outputs["timestamps"]
             )
         return result
 
-    def _phrase_trajectories(self, answer, offset, token_spans, trajectories, timestamps) -> list[dict]:
+    def _phrase_trajectories(self, token_ids, text, trajectories, timestamps) -> list[dict]:
+        """Each noun phrase of the answer with the mean trajectory of the tokens that overlap it."""
+        token_spans = _token_char_spans(self.tokenizer, token_ids)
+        answer = text.strip()
+        offset = len(text) - len(text.lstrip())
         phrases = []
         for begin, end, phrase in _noun_phrases(self.phrase_extractor, answer):
             tokens = [i for i, (b, e) in enumerate(token_spans) if b < end + offset and e > begin + offset]
@@ -327,14 +330,16 @@ def _cut_at_eos(token_ids: list[int], eos_token_id: int | list[int] | None) -> l
     return token_ids
 
 
-def _decode_with_spans(tokenizer, token_ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """Decoded text and each token's character span in it (from decoding growing prefixes)."""
-    spans, previous = [], 0
-    for count in range(1, len(token_ids) + 1):
-        length = len(tokenizer.decode(token_ids[:count], skip_special_tokens=True))
-        spans.append((previous, length))
-        previous = length
-    return tokenizer.decode(token_ids, skip_special_tokens=True), spans
+def _token_char_spans(tokenizer, token_ids: list[int]) -> list[tuple[int, int]]:
+    """Each token's character span in the decoded text, from decoding growing prefixes.
+
+    Decoding prefixes (rather than tokens one by one) keeps the tokenizer's joining rules (leading spaces,
+    byte fallback) exactly as in the full decode.
+    """
+    prefix_texts = tokenizer.batch_decode([token_ids[:count] for count in range(1, len(token_ids) + 1)],
+                                          skip_special_tokens=True)  # fmt: skip
+    ends = [len(text) for text in prefix_texts]
+    return list(zip([0, *ends[:-1]], ends))
 
 
 def _phrase_extractor():
