@@ -412,10 +412,14 @@ def _results(items: list[dict[str, Any]], config: AnnotationConfig, num_workers:
         for item in items:
             yield annotator(item)
         return
-    # fork shares the parent's imports (a spawned worker re-imports transformers: many seconds); the
-    # parent has not started OpenMP/OpenCV thread pools here, and workers limit themselves to one thread
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # not fork: OpenCV's thread pool in a forked child of a process that already used it can hang. The
+    # forkserver imports this module once and forks the workers from that clean process, so each worker
+    # starts without re-importing transformers (spawn does, many seconds per worker).
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+    else:
+        context = multiprocessing.get_context("spawn")
     with context.Pool(num_workers, initializer=_init_worker, initargs=(config.to_dict(),)) as pool:
         yield from pool.imap(_annotate_in_worker, items)
 
