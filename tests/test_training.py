@@ -358,3 +358,19 @@ def test_resume_from_checkpoint_continues_the_same_run(tmp_path, processor, data
     for name, parameter in resumed.model.named_parameters():
         if parameter.requires_grad:
             torch.testing.assert_close(parameter, expected[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_activation_checkpointing_gives_the_same_gradients(tmp_path, processor, data_dir):
+    dataset = stage_data(data_dir, 2)
+    gradients = []
+    for checkpointing in (False, True):
+        grabber = GradientGrabber()
+        trainer = make_trainer(
+            tmp_path / str(checkpointing), processor, dataset, 2, [grabber],
+            per_device_train_batch_size=2, gradient_checkpointing=checkpointing,
+        )  # fmt: skip
+        trainer.train()
+        gradients.append(grabber.gradients)
+    assert gradients[0].keys() == gradients[1].keys() and any("lora_B" in name for name in gradients[0])
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, atol=1e-6, rtol=1e-5, msg=name)
