@@ -1,8 +1,8 @@
 """The annotation pipeline: captions + videos -> PiTe stage-2 trajectory records, as resumable parquet shards.
 
-Per event of a video: decode the event's frames (native rate, capped at `max_track_frames`) with
-`modeling_pite.video_io.sample_video`; find noun phrases; ground each on the event's first frame;
-pick up to `max_points` query points inside each mask; track all points of the event in one tracker
+Per event of a video: decode the event's frames (native rate, capped at `max_track_frames`; the span
+of all events at once when it fits) with `modeling_pite.video_io.sample_video`; find noun phrases;
+ground each on the event's first frame; pick up to `max_points` query points inside each mask; track all points of the event in one tracker
 call; cluster each phrase's points into P keypoints with k-means++; report the keypoints at the N frames
 PiTe samples from the whole video (`round(linspace(0, T - 1, N))`), `(-1, -1)` before the event's start,
 after its end and wherever the keypoint is lost.
@@ -210,9 +210,21 @@ class Annotator:
         duration = float(item.get("duration") or probe.duration)
         output_indices = sample_frame_indices(probe.total_frames, self.config.num_frames)
         size = self._working_size(probe.height, probe.width)
+        shared = None  # several events within max_track_frames: decode their span once, slice per event
+        if len(item["events"]) > 1:
+            start = min(event["start"] for event in item["events"])
+            end = max(event["end"] for event in item["events"])
+            fps = probe.fps or probe.total_frames / max(probe.duration, 1e-6)
+            if (end - start) * fps + 1 <= self.config.max_track_frames:
+                clock = time.perf_counter()
+                try:
+                    shared = self._decode(item["video"], probe, start, end, size)
+                except VideoDecodeError:
+                    shared = None  # each event then reports its own decoding problem
+                timings["decode"] += time.perf_counter() - clock
         events = []
         for event_index, event in enumerate(item["events"]):
-            annotated = self._event(item, event_index, event, probe, size, output_indices, timings, skip)
+            annotated = self._event(item, event_index, event, probe, size, output_indices, timings, skip, shared)
             events.append(
                 {"caption": event["caption"], "start": event["start"], "end": event["end"], "phrases": annotated}
             )
@@ -221,7 +233,27 @@ class Annotator:
         record = {"id": item["id"], "video": item["video"], "duration": duration, "events": events}
         return AnnotationResult(record, skipped, timings)
 
-    def _event(self, item, event_index, event, probe, size, output_indices, timings, skip) -> list[dict[str, Any]]:
+    def _decode(self, path: str, probe, start: float, end: float, size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frames, native indices and times of `[start, end]` at the native rate (capped), without repeats."""
+        fps = probe.fps or probe.total_frames / max(probe.duration, 1e-6)
+        native = round((end - start) * fps) + 1
+        frames, meta = sample_video(  # 1 ms of slack: frame times are floating point from the time base
+            path,
+            max(2, min(native, self.config.max_track_frames)),
+            start=max(0.0, start - 1e-3),
+            end=end + 1e-3,
+            size=size,
+        )
+        indices, first = np.unique(np.asarray(meta.frame_indices), return_index=True)
+        return frames[first], indices, np.asarray(meta.timestamps)[first]
+
+    @staticmethod
+    def _covers(times: np.ndarray, event: dict[str, Any]) -> bool:
+        return int(((times >= event["start"] - 1e-3) & (times <= event["end"] + 1e-3)).sum()) >= 2
+
+    def _event(
+        self, item, event_index, event, probe, size, output_indices, timings, skip, shared
+    ) -> list[dict[str, Any]]:
         config = self.config
         clock = time.perf_counter()
         if event.get("phrases"):
@@ -234,21 +266,15 @@ class Annotator:
             return []
 
         clock = time.perf_counter()
-        fps = probe.fps or probe.total_frames / max(probe.duration, 1e-6)
-        native = round((event["end"] - event["start"]) * fps) + 1
-        try:  # 1 ms of slack: frame times are computed in floating point from the stream's time base
-            frames, meta = sample_video(
-                item["video"],
-                max(2, min(native, config.max_track_frames)),
-                start=max(0.0, event["start"] - 1e-3),
-                end=event["end"] + 1e-3,
-                size=size,
-            )
+        try:
+            if shared is not None and self._covers(shared[2], event):
+                keep = (shared[2] >= event["start"] - 1e-3) & (shared[2] <= event["end"] + 1e-3)
+                frames, tracked_indices = shared[0][keep], shared[1][keep]
+            else:
+                frames, tracked_indices, _ = self._decode(item["video"], probe, event["start"], event["end"], size)
         except VideoDecodeError as error:
             skip(f"unreadable video: {error.cause}", event_index)
             return []
-        tracked_indices, first = np.unique(np.asarray(meta.frame_indices), return_index=True)
-        frames = frames[first]
         timings["decode"] += time.perf_counter() - clock
 
         clock = time.perf_counter()
