@@ -155,3 +155,16 @@ def test_resample_to_video_frames():
     trajectory = np.array([[[0.1, 0.1], [0.3, 0.3], [-1, -1], [0.5, 0.5]]], dtype=np.float32)
     out = resample_to_video_frames(trajectory, np.array([10, 12, 14, 16]), np.array([0, 10, 11, 13, 16, 20]))
     assert np.allclose(out[0, :, 0], [-1, 0.1, 0.2, -1, 0.5, -1])
+
+
+def test_config_from_yaml(tmp_path):
+    from processing.annotation import AnnotationConfig
+
+    path = tmp_path / "annotate.yaml"
+    path.write_text("tracker: farneback\nmax_points: 32\ntracker_kwargs:\n  fb_threshold: 2.0\n")
+    config = AnnotationConfig.from_file(path, num_keypoints=4)
+    assert (config.tracker, config.max_points, config.num_keypoints) == ("farneback", 32, 4)
+    assert config.tracker_kwargs == {"fb_threshold": 2.0} and AnnotationConfig(**config.to_dict()) == config
+    path.write_text("trackers: lk\n")
+    with pytest.raises(ValueError, match="unknown annotation config keys \\['trackers'\\]"):
+        AnnotationConfig.from_file(path)
