@@ -80,6 +80,18 @@ def test_colour_shape_grounder_picks_the_named_blob():
     assert not grounder(frame, "the blue circle").any()
 
 
+def test_colour_shape_grounder_splits_touching_shapes_of_one_colour():
+    frame = np.full((80, 120, 3), 128, dtype=np.uint8)
+    yy, xx = np.mgrid[:80, :120]
+    circle = (xx - 40) ** 2 + (yy - 40) ** 2 <= 16**2
+    triangle = (np.abs(xx - 64) <= (yy - 26) / 2) & (yy <= 58) & ~circle  # touches the circle's right side
+    frame[circle | triangle] = (150, 40, 210)
+    grounder = ColorShapeGrounder()
+    for phrase, truth in [("the purple circle", circle), ("the purple triangle", triangle)]:
+        mask = grounder(frame, phrase)
+        assert (mask & truth).sum() / (mask | truth).sum() > 0.7, phrase  # one blob of 0.6 and 0.4 unsplit
+
+
 def _moving_frames(num_frames=20, velocity=(1.5, 0.5), size=(90, 120)):
     """A textured plane translating by `velocity` pixels per frame (sub-pixel, bilinear)."""
     height, width = size

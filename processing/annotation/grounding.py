@@ -143,13 +143,22 @@ class ColorShapeGrounder:
     """Colour + shape lexicon segmentation, for scenes of flat or lightly textured coloured shapes.
 
     The colour word picks pixels by hue (saturation and value above `min_saturation`/`min_value`);
-    morphology closes the texture's holes; among the connected blobs the shape word picks the one whose
-    outline fits best (circularity for round shapes, polygon vertex count and extent for the others).
+    morphology closes the texture's holes; blobs of touching shapes are also split at their distance-
+    transform seeds (`split_touching`); among the blobs and parts the shape word picks the one whose
+    outline fits best (circularity for round shapes, extent and solidity for the others).
     Without a shape word the largest blob is returned; without a colour word, nothing.
     """
 
-    def __init__(self, min_saturation: int = 80, min_value: int = 60, min_area: int = 30, close_kernel: int = 5):
+    def __init__(
+        self,
+        min_saturation: int = 80,
+        min_value: int = 60,
+        min_area: int = 30,
+        close_kernel: int = 5,
+        split_ratio: float = 0.5,
+    ):
         self.min_saturation, self.min_value, self.min_area = min_saturation, min_value, min_area
+        self.split_ratio = split_ratio
         self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_kernel, close_kernel))
 
     def colour_mask(self, frame: np.ndarray, colour: str) -> np.ndarray:
@@ -201,18 +210,34 @@ class ColorShapeGrounder:
             return empty
         mask = cv2.morphologyEx(self.colour_mask(frame, colour).astype(np.uint8), cv2.MORPH_CLOSE, self.kernel)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        blobs = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= self.min_area]
+        blobs = [labels == i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= self.min_area]
         if not blobs:
             return empty
         if shape is None:
-            return labels == max(blobs, key=lambda i: stats[i, cv2.CC_STAT_AREA])
-        best, best_score = None, -1.0
-        for i in blobs:
-            contours, _ = cv2.findContours((labels == i).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            score = self.shape_score(max(contours, key=cv2.contourArea), shape)
-            if score > best_score:
-                best, best_score = i, score
-        return labels == best
+            return max(blobs, key=lambda blob: int(blob.sum()))
+        candidates = [part for blob in blobs for part in [blob, *self.split_touching(blob)]]
+        return max(candidates, key=lambda blob: self.shape_score(_outline(blob), shape))
+
+    def split_touching(self, blob: np.ndarray) -> list[np.ndarray]:
+        """Touching same-colour shapes as separate parts: seeds at local maxima of the distance to the
+        blob's border (within `split_ratio` x the largest distance), every pixel given to its nearest
+        seed. One seed: []."""
+        distance = cv2.distanceTransform(blob.astype(np.uint8), cv2.DIST_L2, 5)
+        radius = max(1, round(self.split_ratio * distance.max()))
+        neighbourhood = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        peaks = distance >= cv2.dilate(distance, neighbourhood) - 0.5  # local maxima of the inscribed radius
+        seeds = (peaks & (distance >= 0.35 * distance.max())).astype(np.uint8)
+        count, _ = cv2.connectedComponents(seeds)
+        if count <= 2:
+            return []
+        _, nearest = cv2.distanceTransformWithLabels(1 - seeds, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP)
+        parts = [blob & (nearest == label) for label in np.unique(nearest[seeds > 0])]
+        return [part for part in parts if part.sum() >= self.min_area]
+
+
+def _outline(blob: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(blob.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return max(contours, key=cv2.contourArea)
 
 
 class DetectorSegmenterGrounder:
