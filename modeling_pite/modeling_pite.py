@@ -314,16 +314,19 @@ class PiteForConditionalGeneration(PitePreTrainedModel, GenerationMixin):
         share of label tokens, `mean * local_label_tokens / num_items_in_batch`, matching how cross-entropy
         is scaled; the weights add up to 1 over the step.
         """
-        shift_hidden = hidden_states[:, :-1]
         shift_targets = targets[:, 1:].to(device=hidden_states.device, dtype=torch.float32)
         if self.config.coord_loss_masked:
             valid = shift_targets != NO_TARGET
-            rows = valid.flatten(2).any(-1)
-            predictions = head(shift_hidden[rows]).float().view_as(shift_targets[rows])
-            total = ((predictions - shift_targets[rows]).abs() * valid[rows]).sum()
+            batch_index, position = valid.flatten(2).any(-1).nonzero(as_tuple=True)
+            # index_select on the flat hidden states: its backward scatters into a single [B*L, H] buffer, where
+            # boolean indexing of the shifted view would allocate two
+            rows = batch_index * hidden_states.shape[1] + position
+            row_targets = shift_targets[batch_index, position]
+            predictions = head(hidden_states.flatten(0, 1).index_select(0, rows)).float().view_as(row_targets)
+            total = ((predictions - row_targets).abs() * valid[batch_index, position]).sum()
             count = valid.sum()
         else:
-            predictions = head(shift_hidden).float().view_as(shift_targets)
+            predictions = head(hidden_states[:, :-1]).float().view_as(shift_targets)
             total = (predictions - shift_targets).abs().sum()
             count = shift_targets.numel()
         if num_items is not None:
