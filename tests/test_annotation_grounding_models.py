@@ -5,15 +5,20 @@ import pytest
 from transformers import (
     BertConfig,
     BertTokenizer,
+    CLIPTokenizer,
     GroundingDinoConfig,
     GroundingDinoForObjectDetection,
     GroundingDinoProcessor,
+    Owlv2Config,
+    Owlv2ForObjectDetection,
+    Owlv2Processor,
     SamConfig,
     SamModel,
     SamProcessor,
     SwinConfig,
 )
 from transformers.models.grounding_dino.image_processing_pil_grounding_dino import GroundingDinoImageProcessorPil
+from transformers.models.owlv2.image_processing_pil_owlv2 import Owlv2ImageProcessorPil
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 from processing.annotation.grounding import DetectorSegmenterGrounder, build_grounder
@@ -121,3 +126,38 @@ def test_box_only_and_threshold(checkpoints):
     )
     strict = DetectorSegmenterGrounder(checkpoints / "detector", box_threshold=1.01)
     assert strict.detect(FRAME, "a dog") is None and not strict(FRAME, "a dog").any()  # "empty mask" downstream
+
+
+def test_owlv2_detector(tmp_path):
+    """OWLv2 with a character-level CLIP tokenizer (BOS must not be id 0: OWLv2 masks such queries)."""
+    import json
+
+    vocab = {"!": 0}
+    for char in "abcdefghijklmnopqrstuvwxyz":
+        vocab[char], vocab[char + "</w>"] = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    small = {"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+    model = Owlv2ForObjectDetection(
+        Owlv2Config(
+            text_config={
+                **small,
+                "vocab_size": len(vocab),
+                "max_position_embeddings": 16,
+                "bos_token_id": vocab["<|startoftext|>"],
+                "eos_token_id": vocab["<|endoftext|>"],
+            },
+            vision_config={**small, "image_size": 32, "patch_size": 8},
+            projection_dim=16,
+        )
+    )
+    model.save_pretrained(tmp_path / "owl")
+    Owlv2Processor(
+        image_processor=Owlv2ImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    ).save_pretrained(tmp_path / "owl")
+    grounder = DetectorSegmenterGrounder(tmp_path / "owl", box_threshold=0.0)
+    box, score = grounder.detect(FRAME, "the red circle")
+    assert 0 <= box[0] <= box[2] <= 80 and 0 <= box[1] <= box[3] <= 48 and 0 <= score <= 1
+    assert grounder(FRAME, "the red circle").shape == (48, 80)

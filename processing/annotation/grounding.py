@@ -290,8 +290,9 @@ class DetectorSegmenterGrounder:
                 target_sizes=[(height, width)],
             )[0]
         else:
+            side = max(height, width)  # OWLv2 pads the image to a square at the bottom/right: boxes live there
             results = self.detector_processor.post_process_grounded_object_detection(
-                outputs, threshold=self.box_threshold, target_sizes=[(height, width)]
+                outputs, threshold=self.box_threshold, target_sizes=[(side, side)]
             )[0]
         if not len(results["scores"]):
             return None
