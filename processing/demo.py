@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -83,7 +84,7 @@ class DemoConfig:
     seed: int = 0
     stage1_steps: int = 30
     stage2_steps: int = 80
-    stage3_steps: int = 250
+    stage3_steps: int = 500
     batch_size: int | None = None  # None: the demo YAMLs' per-stage values
     eval_batch_size: int = 16
     ablation: bool = False
@@ -582,6 +583,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     constant = mean_trajectory(annotated, 3, DEMO_MODEL_OVERRIDES["num_frames"])
 
     def evaluate_all():
+        shutil.rmtree(out / "eval", ignore_errors=True)  # answers of a model retrained since would be stale
         results: dict[str, dict] = {}
         for name, model in runs.items():
             print(f"-- {name} ({model})", flush=True)

@@ -47,7 +47,10 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert len(summary["images"]) == 3
     for path in summary["images"]:
         with Image.open(path) as image:
-            assert image.width > 100 and image.height > 50
+            if path.endswith(".gif"):  # the sampled frames (Pillow merges identical ones), at the video size
+                assert image.n_frames > 50 and image.size == (64, 64)
+            else:  # the curves, and the contact sheet of the 100 frames
+                assert image.width > 100 and image.height > 50
     # the three stages were trained through accelerate and the final model answers through the pipeline
     for stage in (1, 2):
         assert (out / "stages" / f"stage{stage}" / "model.safetensors").is_file()
