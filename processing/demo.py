@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import resource
@@ -35,8 +34,6 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DEMO_MODEL_OVERRIDES", "DemoConfig", "add_subparser", "run_demo", "trajectory_l1"]
-
-logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
