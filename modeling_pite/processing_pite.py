@@ -23,7 +23,9 @@ VICUNA_SYSTEM_PROMPT = (
 )
 
 # Vicuna v1 ("sep_style TWO"): "{system} USER: {query} ASSISTANT: {answer}</s>USER: ...". A video block
-# renders as "<video>\n"; the assistant's answer and its "</s>" are the trained (generation) tokens.
+# renders as "<video>\n". The trained (generation) tokens are everything after the generation prompt
+# "ASSISTANT:", its separating space included: a tokenizer may make that space a token of its own (Llama's
+# "▁" before a digit), and a model never trained to emit it cannot start such an answer.
 CHAT_TEMPLATE = (
     "{%- set ns = namespace(system='" + VICUNA_SYSTEM_PROMPT.replace("'", "\\'") + "') -%}"
     "{%- if messages and messages[0]['role'] == 'system' -%}"
@@ -41,8 +43,8 @@ CHAT_TEMPLATE = (
     "{%- elif block['type'] == 'text' -%}{%- set parts.text = parts.text + block['text'] -%}{%- endif -%}"
     "{%- endfor -%}{%- set text = parts.text -%}{%- endif -%}"
     "{%- if message['role'] == 'user' -%}{{- 'USER: ' + text + ' ' -}}"
-    "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' -}}"
-    "{%- generation -%}{{- text + eos_token -}}{%- endgeneration -%}"
+    "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT:' -}}"
+    "{%- generation -%}{{- ' ' + text + eos_token -}}{%- endgeneration -%}"
     "{%- else -%}{{- raise_exception('Vicuna v1 knows the roles system, user and assistant, got ' + message['role']) -}}"
     "{%- endif -%}"
     "{%- endfor -%}"

@@ -93,6 +93,29 @@ def test_labels_cover_exactly_the_assistant_answer(processor, trajectory_data):
         assert positions.tolist() == list(range(positions[0], batch["attention_mask"][i].sum()))
 
 
+@pytest.mark.parametrize("answer", ["2", "yes"])
+def test_labels_are_everything_generation_must_produce(processor, trajectory_data, answer):
+    """Training labels start right after the generation prompt: an answer that starts with a digit tokenizes
+    as '▁' + '2' (digits stand alone, as in Llama), and that lone '▁' must be trained, or generation, which
+    starts after 'ASSISTANT:', never learns to begin the answer."""
+    question = "How many objects are there?"
+    record = {**trajectory_data[0], "trajectories": []}
+    record["conversations"] = [{"from": "human", "value": f"<video>\n{question}"}, {"from": "gpt", "value": answer}]
+    batch = PiteDataCollator(processor)([record])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    first = int((labels != -100).nonzero()[0])
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True,
+    )
+    prompt_ids = processor(text=[prompt], videos=[record["video"]])["input_ids"][0]
+    assert ids[:first].tolist() == prompt_ids.tolist()
+    assert (labels[first:] == ids[first:]).all()
+    assert processor.tokenizer.decode(ids[first:]).lstrip() == f"{answer}</s>"
+    if answer == "2":
+        assert processor.tokenizer.convert_ids_to_tokens(int(ids[first])) == "▁"
+
+
 def test_trajectory_targets_sit_on_the_phrase_tokens(processor, trajectory_data):
     batch = PiteDataCollator(processor, coordinate_targets="trajectory")([trajectory_data[0], trajectory_data[1]])
     targets = batch["trajectory_targets"]
