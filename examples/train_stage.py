@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from datasets import concatenate_datasets
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, HfArgumentParser, set_seed
 
 import modeling_pite  # noqa: F401  (registers the PiTe classes with the Auto factories)
@@ -180,10 +181,18 @@ def main(argv: list[str] | None = None) -> None:
             "event_format": data_args.event_format,
         },
         3: {"num_time_bins": data_args.num_time_bins},
-    }[stage_args.stage]
+    }
     with training_args.main_process_first(desc="loading the data"):
-        dataset = load_stage_dataset(stage_args.stage, data_args.data_files, data_args.media_folder, **loader_kwargs)
-    logger.info("stage %d: %d training records from %s", stage_args.stage, len(dataset), data_args.data_files)
+        dataset = load_stage_dataset(
+            stage_args.stage, data_args.data_files, data_args.media_folder, **loader_kwargs[stage_args.stage]
+        )
+        logger.info("stage %d: %d training records from %s", stage_args.stage, len(dataset), data_args.data_files)
+        if stage_args.trajectory_data_files:
+            trajectories = load_stage_dataset(
+                2, stage_args.trajectory_data_files, data_args.media_folder, **loader_kwargs[2]
+            )
+            logger.info("+ %d trajectory records from %s", len(trajectories), stage_args.trajectory_data_files)
+            dataset = concatenate_datasets([dataset, trajectories])
 
     model, processor = build_model_and_processor(model_args, config, dataset)
     model = prepare_stage_model(model, stage_args)

@@ -4,12 +4,20 @@
 |---|---|---|---|
 | 1 | Localized Narratives images | CE + lambda * L1(localization) | LoRA, visual adapter, localization head |
 | 2 | trajectories (PiTe-143k style) | CE + lambda * L1(trajectory) | fresh LoRA, visual adapter, trajectory head |
-| 3 | video instruction dialogues | CE | fresh LoRA, visual adapter |
+| 3 | video instruction dialogues | CE | fresh LoRA (adapter frozen) |
+| 3 + `trajectory_data_files` | dialogues + trajectory records | CE + lambda * L1(trajectory) | fresh LoRA, trajectory head |
 
 LoRA goes on the language model's linear layers only (never the CLIP tower or the heads), r=64,
-alpha=128, dropout 0.05 by default. The adapter and the stage's head train fully (`modules_to_save`).
+alpha=128, dropout 0.05 by default. The adapter and the stage's head train fully (`modules_to_save`);
+stage 3 keeps the adapter frozen, as the code base PiTe grew from does (VTimeLLM's stage-3 script sets
+`--freeze_mm_mlp_adapter`) and the original release reflects (its inference loads `vision_adapter.bin` from
+stage 2 or 1, never 3). Training it there would also move the features the trajectory head was fitted to.
 At stage 2 the trajectory head starts as the stage-1 localization head repeated P*N times (the paper's
 ablation shows it matters; `init_trajectory_head=False` turns it off).
+
+Stage 3's fresh LoRA moves the hidden states the stage-2 trajectory head reads, and with CE alone nothing
+holds them where the head expects them. `trajectory_data_files` (not in the paper) mixes trajectory records
+into stage 3 and keeps their loss and the head training, so the final model still answers with trajectories.
 
 Each stage's output folder holds the merged model (`AutoModelForImageTextToText.from_pretrained(dir)`)
 with its processor, `adapter/` (the LoRA + trained modules, loadable with `PeftModel.from_pretrained`
@@ -55,7 +63,7 @@ class StageSpec:
 STAGES = {
     1: StageSpec("localization", ("visual_adapter", "localization_head")),
     2: StageSpec("trajectory", ("visual_adapter", "trajectory_head")),
-    3: StageSpec(None, ("visual_adapter",)),
+    3: StageSpec(None, ()),
 }
 
 
@@ -79,16 +87,30 @@ class StageArguments:
     previous_adapter: str | None = field(
         default=None, metadata={"help": "A previous stage's `adapter/` to merge into the loaded model first."}
     )
+    trajectory_data_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Stage 3: trajectory records (stage-2 format) mixed into the dialogues, trained with the "
+            "trajectory loss and head, so instruction tuning keeps the trajectory head working (not in the paper)."
+        },
+    )
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage must be 1, 2 or 3, got {self.stage}")
+        if self.trajectory_data_files and self.stage != 3:
+            raise ValueError(
+                f"trajectory_data_files mixes trajectory records into stage 3; stage {self.stage} takes its data "
+                "as data_files"
+            )
         if self.modules_to_save is None:
             self.modules_to_save = list(STAGES[self.stage].modules_to_save)
+            if self.trajectory_data_files:
+                self.modules_to_save.append("trajectory_head")
 
     @property
     def coordinate_targets(self) -> str | None:
-        return STAGES[self.stage].coordinate_targets
+        return "trajectory" if self.trajectory_data_files else STAGES[self.stage].coordinate_targets
 
     def lora_config(self) -> LoraConfig:
         return LoraConfig(

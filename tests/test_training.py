@@ -312,6 +312,33 @@ def test_three_stages_chain_through_accelerate_launch(tmp_path, data_dir):
     final = load_file(out / "final" / "model.safetensors")
     assert not torch.equal(stage1["trajectory_head.weight"], stage2["trajectory_head.weight"])
     assert torch.equal(stage2["trajectory_head.weight"], final["trajectory_head.weight"])
+    # the adapter trains in stages 1-2 and stays frozen in stage 3 (VTimeLLM's recipe, the release's files)
+    adapter = "model.visual_adapter.weight"
+    assert not torch.equal(stage1[adapter], stage2[adapter]) and torch.equal(stage2[adapter], final[adapter])
+    assert load_file(out / "final" / "non_lora_trainables.safetensors") == {}
+
+    # stage 3 with trajectory records mixed in keeps the trajectory loss on and trains the head
+    launch([
+        "--stage", 3, "--model_name_or_path", out / "stage2", "--data_files", data_dir / STAGE_FILES[3],
+        "--trajectory_data_files", data_dir / STAGE_FILES[2], "--output_dir", out / "rehearsal", "--max_steps", 2,
+    ])  # fmt: skip
+    assert {"trajectory_loss", "lm_loss"} <= set(first_step_log(out / "rehearsal"))
+    rehearsal = load_file(out / "rehearsal" / "model.safetensors")
+    assert not torch.equal(stage2["trajectory_head.weight"], rehearsal["trajectory_head.weight"])
+    assert torch.equal(stage2[adapter], rehearsal[adapter])
+    assert set(load_file(out / "rehearsal" / "non_lora_trainables.safetensors")) == {
+        "trajectory_head.weight",
+        "trajectory_head.bias",
+    }
+
+
+def test_stage3_trajectory_data_keeps_the_trajectory_loss_and_head():
+    plain = StageArguments(stage=3)
+    assert plain.coordinate_targets is None and plain.modules_to_save == []
+    mixed = StageArguments(stage=3, trajectory_data_files=["traj.parquet"])
+    assert mixed.coordinate_targets == "trajectory" and mixed.modules_to_save == ["trajectory_head"]
+    with pytest.raises(ValueError, match="stage 2 takes its data as data_files"):
+        StageArguments(stage=2, trajectory_data_files=["traj.parquet"])
 
 
 @pytest.mark.slow
