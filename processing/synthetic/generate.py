@@ -40,8 +40,10 @@ __all__ = ["WorldManifest", "generate_world", "load_world", "stage2_record"]
 
 WORLD_FILE = "world.json"
 _SPLIT_CODES = {"train": 0, "test": 1, "image": 2}
-# x264 with one thread gives the same bytes on every machine; crf 18 keeps the textures crisp.
-DEFAULT_CODEC_OPTIONS = {"crf": "18", "threads": "1"}
+# The same bytes on every run: one thread, and `cpu-independent` (x264 otherwise picks SIMD paths by the
+# core it starts on, and on a VM whose cores report different CPU flags a video comes out differently on
+# different runs). crf 18 keeps the textures crisp.
+DEFAULT_CODEC_OPTIONS = {"crf": "18", "threads": "1", "x264-params": "cpu-independent=1"}
 
 
 @dataclass
