@@ -38,7 +38,7 @@ from modeling_pite.feature_extraction import VideoFeatureStore
 from modeling_pite.processing_pite import VICUNA_SYSTEM_PROMPT
 from modeling_pite.stages import StageArguments, prepare_stage_model, save_stage
 from modeling_pite.trainer_pite import PiteTrainer, PiteTrainingArguments
-from processing.collators import PiteDataCollator
+from processing.collators import PiteDataCollator, add_length_column
 from processing.data_format import read_records
 from processing.stage_data import load_stage_dataset
 from processing.tokenizer import build_tokenizer
@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
             dataset = concatenate_datasets([dataset, trajectories])
 
     model, processor = build_model_and_processor(model_args, config, dataset)
+    needs_lengths = training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance")
+    if needs_lengths and training_args.length_column_name not in dataset.column_names:
+        with training_args.main_process_first(desc="token lengths"):
+            dataset = add_length_column(dataset, processor, training_args.length_column_name)
     model = prepare_stage_model(model, stage_args)
     trainable, total = model.get_nb_trainable_parameters()
     logger.info(

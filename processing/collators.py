@@ -29,11 +29,42 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from modeling_pite.video_io import VideoDecodeError
 
-__all__ = ["PiteDataCollator", "char_spans_to_token_mask"]
+__all__ = ["PiteDataCollator", "add_length_column", "char_spans_to_token_mask", "render_dialogue"]
 
 logger = logging.getLogger(__name__)
 
 _ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def render_dialogue(processor, turns: Sequence[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """A record's `conversations` in the processor's chat template: the text and its assistant (trained)
+    character spans."""
+    messages = [{"role": _ROLES[turn["from"]], "content": turn["value"]} for turn in turns]
+    (text,), (generation_spans,) = render_jinja_template(
+        conversations=[messages],
+        chat_template=processor.chat_template,
+        return_assistant_tokens_mask=True,
+        **processor.tokenizer.special_tokens_map,
+    )
+    return text, generation_spans
+
+
+def add_length_column(dataset, processor, column: str = "length"):
+    """Add each record's token count (its rendered dialogue, a video counted as one token per frame) as
+    `column`: what `train_sampling_strategy="group_by_length"` sorts by, so that a batch of short QA records
+    is not padded to a long dense caption's length."""
+    tokenizer, num_frames = processor.tokenizer, processor.video_processor.num_frames
+    video_token_id = tokenizer.convert_tokens_to_ids(tokenizer.video_token)
+
+    def lengths(batch: dict[str, list]) -> dict[str, list[int]]:
+        texts = [render_dialogue(processor, turns)[0] for turns in batch["conversations"]]
+        counts = []
+        for ids, media in zip(tokenizer(texts)["input_ids"], batch["media"]):
+            videos = ids.count(video_token_id)
+            counts.append(len(ids) + (videos * (num_frames - 1) if media == "video" else 0))
+        return {column: counts}
+
+    return dataset.map(lengths, batched=True, desc="token lengths")
 
 
 def char_spans_to_token_mask(
@@ -135,14 +166,7 @@ class PiteDataCollator:
 
     def _example(self, record: dict, still_video: bool = False) -> _Example:
         turns = record["conversations"]
-        messages = [{"role": _ROLES[turn["from"]], "content": turn["value"]} for turn in turns]
-        tokenizer = self.processor.tokenizer
-        (text,), (generation_spans,) = render_jinja_template(
-            conversations=[messages],
-            chat_template=self.processor.chat_template,
-            return_assistant_tokens_mask=True,
-            **tokenizer.special_tokens_map,
-        )
+        text, generation_spans = render_dialogue(self.processor, turns)
         turn_starts, cursor = [], 0
         for turn in turns:  # where each turn's text landed in the rendered dialogue
             cursor = text.index(turn["value"], cursor)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from modeling_pite.processing_pite import PiteProcessor
 from modeling_pite.video_processing_pite import PiteVideoProcessor
-from processing.collators import PiteDataCollator
+from processing.collators import PiteDataCollator, add_length_column
 from processing.localized_narratives import load_localized_narratives
 from processing.trajectory_data import load_trajectory_data
 from processing.video_writer import write_video
@@ -114,6 +114,15 @@ def test_labels_are_everything_generation_must_produce(processor, trajectory_dat
     assert processor.tokenizer.decode(ids[first:]).lstrip() == f"{answer}</s>"
     if answer == "2":
         assert processor.tokenizer.convert_ids_to_tokens(int(ids[first])) == "▁"
+
+
+def test_length_column_is_the_collated_token_count(processor, trajectory_data):
+    """What `train_sampling_strategy="group_by_length"` sorts by: the tokens the collator gives each record."""
+    records = trajectory_data.select([0, 1])
+    with_lengths = add_length_column(records, processor)
+    collator = PiteDataCollator(processor, coordinate_targets="trajectory")
+    for record in with_lengths:
+        assert record["length"] == collator([record])["input_ids"].shape[1]
 
 
 def test_trajectory_targets_sit_on_the_phrase_tokens(processor, trajectory_data):
