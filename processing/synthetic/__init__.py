@@ -9,12 +9,14 @@ phrases, QA, Localized-Narratives-style image records and standard-format test s
 from .captions import Event, Phrase, QAItem, localized_narrative, reference_time, video_events, video_qa
 from .generate import WorldManifest, generate_world, load_world, stage2_record
 from .sampling import DIRECTIONS, frame_count, sample_image_spec, sample_video_spec
+from .vision_pretraining import TowerPretrainingReport, pretrain_vision_tower, render_scenes
 from .world import COLORS, SHAPES, ObjectSpec, VideoSpec, normalized_to_pixels, pixels_to_normalized
 
 __all__ = [
     "COLORS",
     "DIRECTIONS",
     "SHAPES",
+    "TowerPretrainingReport",
     "Event",
     "ObjectSpec",
     "Phrase",
@@ -27,7 +29,9 @@ __all__ = [
     "localized_narrative",
     "normalized_to_pixels",
     "pixels_to_normalized",
+    "pretrain_vision_tower",
     "reference_time",
+    "render_scenes",
     "sample_image_spec",
     "sample_video_spec",
     "stage2_record",
