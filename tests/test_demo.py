@@ -15,6 +15,7 @@ def test_reduced_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     argv = ["demo", "--output-dir", str(out), "--num-train-videos", "6", "--num-test-videos", "2"]
     argv += ["--stage1-steps", "2", "--stage2-steps", "2", "--stage3-steps", "2", "--batch-size", "2"]
+    argv += ["--tower-steps", "20"]
     assert main(argv) == 0
 
     summary = json.loads((out / "summary.json").read_text())
@@ -29,13 +30,21 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert annotation["keypoint_error_px"] < 8
 
     results = summary["results"]
-    for row in ("PiTe (stages 1+2+3)", "untrained (init)"):
+    for row in ("PiTe (stages 1+2+3)", "untrained (init)", "PiTe, another video's frames"):
         assert 0 <= results[row]["grounding"]["miou"] <= 100
         assert 0 <= results[row]["qa"]["exact_match"] <= 100
         assert results[row]["dense-captioning"]["num_videos"] == 2
         assert results[row]["grounding"]["num_items"] == results["random span"]["grounding"]["num_items"] > 0
         assert math.isfinite(results[row]["trajectory"]["l1"]) and results[row]["trajectory"]["l1"] > 0
     assert 0 < results["mean training trajectory"]["trajectory"]["l1"] < 1
+    # "From 00 to 99" for every query: the IoU of (0, 0.99) with each event, rounded as the protocol does
+    events = json.loads((out / "world" / "test" / "activitynet_captions.json").read_text()).values()
+    ious = [
+        round((min(end / video["duration"], 0.99) - start / video["duration"]) / max(end / video["duration"], 0.99), 2)
+        for video in events
+        for start, end in video["timestamps"]
+    ]
+    assert results["whole video"]["grounding"]["miou"] == pytest.approx(100 * sum(ious) / len(ious))
     assert results["majority answer"]["qa"]["exact_match"] > 0  # the training majority answer occurs in the test
     assert set(summary["targets"]) == {
         "grounding mIoU >= 2x random span",
