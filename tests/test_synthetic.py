@@ -262,6 +262,14 @@ def test_any_even_size():
     assert all(10 <= obj.size <= 180 for obj in spec.objects)
 
 
+def test_an_appearance_rounded_past_the_last_start_still_samples():
+    # seed 5, 42nd spec: `appear` rounds up to a frame past duration - min_life; sampling used to raise
+    rng = np.random.default_rng(5)
+    specs = [sample_video_spec(rng, f"v{i}", 64, 64) for i in range(42)]
+    for obj in specs[-1].objects:
+        assert 0 <= obj.appear < obj.disappear <= specs[-1].duration + 1e-9
+
+
 @pytest.mark.slow
 def test_videos_are_the_same_bytes_from_one_process_to_the_next(tmp_path):
     """x264 with one thread still encoded some videos differently in different processes (16 of 240 between

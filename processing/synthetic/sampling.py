@@ -65,7 +65,9 @@ def _sample_object(
     min_move = 0.25 * float(min(high - low))
     min_life = min(duration, max(1.5, 0.4 * duration))
     appear = 0.0 if rng.random() < 0.5 else round(rng.uniform(0, duration - min_life) * fps) / fps
-    disappear = duration if rng.random() < 0.5 else round(rng.uniform(appear + min_life, duration) * fps) / fps
+    # `appear` is rounded to a frame, so appear + min_life can pass the end by up to half a frame
+    latest = min(appear + min_life, duration)
+    disappear = duration if rng.random() < 0.5 else round(rng.uniform(latest, duration) * fps) / fps
     count = max(1, min(int(rng.integers(1, max_segments + 1)), int((disappear - appear) // 1.0)))
     times = _segment_times(rng, appear, disappear, count, fps)
     count = len(times) - 1
