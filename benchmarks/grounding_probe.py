@@ -7,8 +7,8 @@ to the last frame it accepts, scored with the grounding protocol's IoU on the he
 - `features`: the cached frame embedding (what PiTe's language model sees) and its change over +-5 frames;
 - `ground truth`: the queried object's true visibility and centre and their change over +-5 frames.
 
-The gap between the two is what the frozen vision tower loses; the demo's PiTe cannot beat the first by
-much, since it sees no more than that.
+The gap between the two is what the frozen vision tower loses, as far as this probe can read it (PiTe's
+language model sees the same features and could bind query and frame better than an MLP does).
 
     python benchmarks/grounding_probe.py demo_output
 """
