@@ -36,7 +36,8 @@ def test_pretraining_puts_object_positions_into_the_embedding():
     report = pretrain_vision_tower(tiny_tower(), MEAN, STD, progress=False, **kwargs)
     # held-out scenes: the throwaway head reads object centres off `image_embeds` far better than the mean does
     assert report.centre_l1 < 0.8 * report.mean_centre_l1
-    assert report.presence_accuracy > 1 - 1 / len(OBJECT_NAMES)  # better than calling every name absent
+    # and names the lone object: calling every name absent has recall 0, a random call precision 1 / 18
+    assert report.presence_recall > 0.5 and report.presence_precision > 0.5, report
 
 
 def test_pretraining_trains_in_place_deterministically_and_leaves_the_tower_frozen():
