@@ -580,8 +580,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
         report = init_dir / TOWER_REPORT
         if not report.is_file() or json.loads(report.read_text()).get("steps") != config.tower_steps:
-            for stale in (features, out / "stages", out / "final", out / "ablations"):  # made from another init
-                shutil.rmtree(stale, ignore_errors=True)
+            # features of another tower would be reused; the stages see the new start in their signature
+            shutil.rmtree(features, ignore_errors=True)
             build_initial_model(world, init_dir, config.seed, config.tower_steps, progress=False)
         print(extract_features(init_dir, world_dir / "videos", features, device="cpu"))
         return json.loads((init_dir / TOWER_REPORT).read_text())

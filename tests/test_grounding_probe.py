@@ -31,8 +31,6 @@ def test_probe_reads_spans_off_true_tracks_and_not_off_blank_frames():
     track = grounding_probe.probe_miou(train, test, lambda _, event: grounding_probe.true_track(event))
     blank = grounding_probe.probe_miou(train, test, lambda _, event: np.zeros((100, 1)))
     assert track > 80 and blank < 60, (track, blank)
-    visible = grounding_probe.true_track(train[0]["events"][0])
-    assert (
-        visible.shape == (100, 3)
-        and visible[:, 0].sum() == train[0]["events"][0]["end"] * 10 - train[0]["events"][0]["start"] * 10
-    )
+    event = train[0]["events"][0]
+    visible = grounding_probe.true_track(event)
+    assert visible.shape == (100, 3) and visible[:, 0].sum() == round((event["end"] - event["start"]) * 10)
