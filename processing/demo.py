@@ -180,6 +180,7 @@ def world_texts(world) -> list[str]:
 
 
 TOWER_REPORT = "tower_pretraining.json"
+INIT_KEY = "demo_init.json"  # what init/ was built from: a rerun rebuilds it when any of that changed
 
 
 def build_initial_model(world, output_dir: Path, seed: int, tower_steps: int, progress: bool = True) -> Path:
@@ -578,11 +579,20 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     def initialise():
         from modeling_pite.feature_extraction import extract_features
 
-        report = init_dir / TOWER_REPORT
-        if not report.is_file() or json.loads(report.read_text()).get("steps") != config.tower_steps:
+        # what init/ depends on: the world its tokenizer was trained on, the seed, the tower's steps, the model
+        world_hash = hashlib.sha256((world_dir / "world.json").read_bytes()).hexdigest()
+        key = {
+            "world": world_hash,
+            "seed": config.seed,
+            "tower_steps": config.tower_steps,
+            "model": DEMO_MODEL_OVERRIDES,
+        }
+        marker = init_dir / INIT_KEY
+        if not marker.is_file() or json.loads(marker.read_text()) != key:
             # features of another tower would be reused; the stages see the new start in their signature
             shutil.rmtree(features, ignore_errors=True)
             build_initial_model(world, init_dir, config.seed, config.tower_steps, progress=False)
+            marker.write_text(json.dumps(key))
         print(extract_features(init_dir, world_dir / "videos", features, device="cpu"))
         return json.loads((init_dir / TOWER_REPORT).read_text())
 

@@ -8,15 +8,16 @@ import pytest
 from PIL import Image
 
 from modeling_pite.cli import main
+from processing import demo
+
+REDUCED = ["--num-train-videos", "6", "--num-test-videos", "2", "--stage1-steps", "2", "--stage2-steps", "2"]
+REDUCED += ["--stage3-steps", "2", "--batch-size", "2", "--tower-steps", "20"]
 
 
 @pytest.mark.slow
 def test_reduced_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    argv = ["demo", "--output-dir", str(out), "--num-train-videos", "6", "--num-test-videos", "2"]
-    argv += ["--stage1-steps", "2", "--stage2-steps", "2", "--stage3-steps", "2", "--batch-size", "2"]
-    argv += ["--tower-steps", "20"]
-    assert main(argv) == 0
+    assert main(["demo", "--output-dir", str(out), *REDUCED]) == 0
 
     summary = json.loads((out / "summary.json").read_text())
     assert (out / "summary.md").read_text().count("|") > 20
@@ -65,3 +66,19 @@ def test_reduced_demo_end_to_end(tmp_path):
         assert (out / "stages" / f"stage{stage}" / "model.safetensors").is_file()
     assert (out / "final" / "config.json").is_file() and (out / "final" / "tokenizer.json").is_file()
     assert isinstance(summary["example answer"], str)
+
+
+@pytest.mark.slow
+def test_rerun_reuses_init_unless_the_model_changed(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    argv = ["demo", "--output-dir", str(out), *REDUCED, "--stage3-steps", "1"]
+    assert main(argv) == 0
+    init_weights = out / "init" / "model.safetensors"
+    built = init_weights.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert init_weights.stat().st_mtime_ns == built  # same world, seed, tower steps and model: reused
+
+    monkeypatch.setitem(demo.DEMO_MODEL_OVERRIDES["text_config"], "num_key_value_heads", 2)
+    assert main(argv) == 0
+    assert init_weights.stat().st_mtime_ns != built  # another model: init/ (and what starts from it) rebuilt
+    assert json.loads((out / "final" / "config.json").read_text())["text_config"]["num_key_value_heads"] == 2
