@@ -25,14 +25,11 @@ import numpy as np
 from sklearn.neural_network import MLPClassifier
 
 from modeling_pite.evaluation.grounding import grounding_iou
+from modeling_pite.evaluation.jsonl import read_jsonl
 from modeling_pite.feature_extraction import VideoFeatureStore
 
 NUM_FRAMES = 100
 MOTION_SPAN = 5  # frames either side for the change of the per-frame input
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _event_type(caption: str) -> str:
@@ -96,8 +93,10 @@ def main() -> None:
     parser.add_argument("demo_output", type=Path, help="a `pite demo --output-dir` folder")
     args = parser.parse_args()
     world = args.demo_output / "world"
-    train = _read_jsonl(world / "stage2_ground_truth.jsonl")
-    test = _read_jsonl(world / "test" / "stage2_ground_truth.jsonl")
+    splits = [world / "stage2_ground_truth.jsonl", world / "test" / "stage2_ground_truth.jsonl"]
+    if missing := [str(path) for path in splits if not path.is_file()]:
+        parser.error(f"not a finished `pite demo` output: missing {', '.join(missing)}")
+    train, test = (list(read_jsonl(path)) for path in splits)
     features = VideoFeatureStore(args.demo_output / "features")
     results = {
         "features": probe_miou(train, test, lambda video, _: features[video["id"]].float().numpy()),
