@@ -534,6 +534,17 @@ def _evaluate_model(name: str, model: Path, world, features: Path, out: Path, ba
     }  # fmt: skip
 
 
+def init_key(world_dir: Path, config: DemoConfig) -> dict[str, Any]:
+    """What `init/` depends on (kept in `init/demo_init.json`): the world its tokenizer was trained on, the
+    seed, the tower's steps and the model."""
+    return {
+        "world": hashlib.sha256((world_dir / "world.json").read_bytes()).hexdigest(),
+        "seed": config.seed,
+        "tower_steps": config.tower_steps,
+        "model": DEMO_MODEL_OVERRIDES,
+    }
+
+
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the whole demo; returns the summary written to `<output_dir>/summary.json`."""
     from processing.annotation import AnnotationConfig, read_manifest, run_annotation
@@ -559,7 +570,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     def annotate():
         items = read_manifest(world.files["stage2_manifest"])
         annotation_config = AnnotationConfig(grounding_backend="color_shape")
-        summary = run_annotation(items, out / "annotations", annotation_config,
+        # the annotations belong to this folder's world: when it was regenerated (other sizes or seed), the
+        # earlier run's shards are stale and are redone; the same world resumes as before
+        summary = run_annotation(items, out / "annotations", annotation_config, overwrite=True,
                                  num_workers=config.annotation_workers, progress=False)  # fmt: skip
         import pyarrow.parquet as pq
 
@@ -579,14 +592,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     def initialise():
         from modeling_pite.feature_extraction import extract_features
 
-        # what init/ depends on: the world its tokenizer was trained on, the seed, the tower's steps, the model
-        world_hash = hashlib.sha256((world_dir / "world.json").read_bytes()).hexdigest()
-        key = {
-            "world": world_hash,
-            "seed": config.seed,
-            "tower_steps": config.tower_steps,
-            "model": DEMO_MODEL_OVERRIDES,
-        }
+        key = init_key(world_dir, config)
         marker = init_dir / INIT_KEY
         if not marker.is_file() or json.loads(marker.read_text()) != key:
             # features of another tower would be reused; the stages see the new start in their signature

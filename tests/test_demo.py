@@ -69,7 +69,7 @@ def test_reduced_demo_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_rerun_reuses_init_unless_the_model_changed(tmp_path, monkeypatch):
+def test_rerun_reuses_init_unless_the_model_or_world_changed(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     argv = ["demo", "--output-dir", str(out), *REDUCED, "--stage3-steps", "1"]
     assert main(argv) == 0
@@ -82,3 +82,9 @@ def test_rerun_reuses_init_unless_the_model_changed(tmp_path, monkeypatch):
     assert main(argv) == 0
     assert init_weights.stat().st_mtime_ns != built  # another model: init/ (and what starts from it) rebuilt
     assert json.loads((out / "final" / "config.json").read_text())["text_config"]["num_key_value_heads"] == 2
+
+    # another world in the same folder (fewer videos): its annotations and init/ are redone, not refused
+    assert main([*argv, "--num-train-videos", "5"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["num_train_videos"] == 5
+    assert summary["annotation vs ground truth"]["videos"] <= 5
