@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEMO_MODEL_OVERRIDES", "DemoConfig", "add_subparser", "run_demo", "trajectory_l1"]
+__all__ = ["DEMO_MODEL_OVERRIDES", "DemoConfig", "add_subparser", "init_key", "run_demo", "trajectory_l1"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"

@@ -84,7 +84,9 @@ def test_rerun_reuses_init_unless_the_model_or_world_changed(tmp_path, monkeypat
     assert json.loads((out / "final" / "config.json").read_text())["text_config"]["num_key_value_heads"] == 2
 
     # another world in the same folder (fewer videos): its annotations and init/ are redone, not refused
+    rebuilt = init_weights.stat().st_mtime_ns
     assert main([*argv, "--num-train-videos", "5"]) == 0
+    assert init_weights.stat().st_mtime_ns != rebuilt
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["num_train_videos"] == 5
     assert summary["annotation vs ground truth"]["videos"] <= 5
