@@ -1,6 +1,7 @@
 """benchmarks/grounding_oracle.py: the oracle features are each named object's true visible share and centre."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,13 @@ def test_refuses_what_would_silently_train_on_the_tower_features(tmp_path, monke
         with pytest.raises(SystemExit):
             grounding_oracle.main()
         assert message in capsys.readouterr().err
+
+    # an init/ built for another model or world: run_demo would rebuild it and re-extract tower features
+    settings = {"num_train_videos": 6, "num_test_videos": 2, "seed": 0, "tower_steps": 20, "stage1_steps": 1,
+                "stage2_steps": 1, "stage3_steps": 1}  # fmt: skip
+    (demo_output / "summary.json").write_text(json.dumps({"config": settings}))
+    monkeypatch.setattr("sys.argv", ["grounding_oracle.py", str(demo_output), str(tmp_path / "new")])
+    with pytest.raises(SystemExit):
+        grounding_oracle.main()
+    assert "init was built for another model or world" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # refused before anything was copied
